@@ -1,0 +1,76 @@
+/**
+ * Mapping restored processes to host pids, so that the daemon can watch
+ * them (pidfd) and stop one whose memory it cannot deliver.
+ *
+ * Restore sends each process's pid as the images know it, which is its pid
+ * in its own (possibly new) pid namespace. The host pid is found in
+ * `/proc/<pid>/status`: the last `NSpid` field is the innermost pid, and
+ * the process must descend from the `criu restore` that connected to us
+ * (SO_PEERCRED), which rules out same-numbered processes elsewhere.
+ *
+ * @module
+ */
+
+interface Status {
+  ppid: number;
+  nspid: number;
+}
+
+function status(pid: number): Status | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/status`);
+  } catch {
+    return undefined; // gone, or not ours to read
+  }
+  const ppid = /^PPid:\s+(\d+)/m.exec(text);
+  const ns = /^NSpid:\s+([\d\s]+)$/m.exec(text);
+  if (!ppid) return undefined;
+  const nspids = ns ? ns[1].trim().split(/\s+/) : [String(pid)];
+  return { ppid: Number(ppid[1]), nspid: Number(nspids[nspids.length - 1]) };
+}
+
+function descends(pid: number, ancestor: number): boolean {
+  for (let p = pid, depth = 0; p > 1 && depth < 4096; depth++) {
+    if (p === ancestor) return true;
+    const s = status(p);
+    if (!s) return false;
+    p = s.ppid;
+  }
+  return false;
+}
+
+/**
+ * The host pid of the process whose innermost pid is `nsPid` and that
+ * descends from `ancestor`, or undefined when there is no such process.
+ */
+export function findHostPid(
+  nsPid: number,
+  options: { ancestor: number },
+): number | undefined {
+  for (const e of Deno.readDirSync("/proc")) {
+    const pid = Number(e.name);
+    if (!Number.isInteger(pid) || pid <= 1) continue;
+    const s = status(pid);
+    if (s && s.nspid === nsPid && descends(pid, options.ancestor)) return pid;
+  }
+  return undefined;
+}
+
+/** Host pids of the children of `pid` (all its threads' children). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      const s = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`);
+      for (const c of s.trim().split(/\s+/)) if (c) out.push(Number(c));
+    } catch { /* thread exited */ }
+  }
+  return out;
+}

@@ -1,0 +1,91 @@
+/**
+ * One restored process as the daemon sees it: its userfaultfd, the lazy
+ * ranges it still needs, how to reach it if it must be stopped, and its
+ * counters.
+ *
+ * @module
+ */
+import type { LazyRange } from "../lazy/mod.ts";
+
+/** Why a process left the daemon's care. */
+export type ProcessEnd =
+  | "complete" // every lazy page delivered
+  | "exited" // the process went away (ESRCH, pidfd, ENOMEM on unregister)
+  | "failed"; // its pages could not be delivered; it was killed
+
+/** Counters reported per process. */
+export interface ProcessCounters {
+  /** Lazy pages in the images for this process (CRIU's "total"). */
+  totalPages: number;
+  /** Pages delivered with UFFDIO_COPY. */
+  copiedPages: number;
+  /** Pages answered with UFFDIO_ZEROPAGE (faults outside lazy ranges). */
+  zeroPages: number;
+  /** Page-fault messages received. */
+  faults: number;
+  /** Pages found already present (EEXIST) and skipped. */
+  presentPages: number;
+  /** Pages dropped by UNMAP/REMOVE events before delivery. */
+  droppedPages: number;
+  /** Pages delivered by the background pass (subset of copiedPages). */
+  backgroundPages: number;
+}
+
+/** How to create a {@linkcode LazyProcess}. */
+export interface ProcessInit {
+  /** Pid in the images (forked children inherit their ancestor's). */
+  imagePid: number;
+  /** The process's userfaultfd, owned by the daemon from now on. */
+  uffd: number;
+  /** Lazy ranges still to deliver. */
+  lazy: LazyRange[];
+  /** Lazy pages in the images (for the statistics). */
+  totalPages: number;
+  /** Host pid, when known (used to stop the process on failure). */
+  hostPid?: number;
+  /** A pidfd for the host pid: exit detection and race-free kill. */
+  pidfd?: number;
+  /** Name for log lines. */
+  label: string;
+}
+
+/** A restored process the daemon is filling. */
+export class LazyProcess {
+  readonly imagePid: number;
+  readonly uffd: number;
+  readonly label: string;
+  hostPid: number | undefined;
+  pidfd: number | undefined;
+  /** Sorted lazy ranges still to deliver (current addresses). */
+  lazy: LazyRange[];
+  /** Where the background pass continues (a current address). */
+  cursor = 0;
+  /** Set once the process is finished, gone or failed. */
+  end: ProcessEnd | undefined;
+  /** Why it failed, for the report. */
+  reason: string | undefined;
+  readonly counters: ProcessCounters;
+
+  constructor(init: ProcessInit) {
+    this.imagePid = init.imagePid;
+    this.uffd = init.uffd;
+    this.lazy = init.lazy;
+    this.hostPid = init.hostPid;
+    this.pidfd = init.pidfd;
+    this.label = init.label;
+    this.counters = {
+      totalPages: init.totalPages,
+      copiedPages: 0,
+      zeroPages: 0,
+      faults: 0,
+      presentPages: 0,
+      droppedPages: 0,
+      backgroundPages: 0,
+    };
+  }
+
+  /** Still being served (not complete, exited or failed). */
+  get active(): boolean {
+    return this.end === undefined;
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Pages from local image files: `pages-<n>.img` of the images directory and
+ * of its parent chain, located with the image layer's pagemap lookup.
+ *
+ * @module
+ */
+import { closeFd, openRead, pread, SysError } from "../../ffi/mod.ts";
+import { ImageDir, ImageError, locatePages, PAGE_SIZE } from "../images/mod.ts";
+import type { PageSource, ReadRequest, SourceStats } from "./types.ts";
+
+/**
+ * Reads page contents straight from image files with `pread`, one call per
+ * contiguous segment, into the caller's (page-aligned) buffer. File
+ * descriptors are opened on first use and kept until {@linkcode close}.
+ */
+export class LocalSource implements PageSource {
+  readonly kind = "local";
+  readonly #dir: ImageDir;
+  readonly #fds = new Map<string, number>();
+  readonly #bytesByFile = new Map<string, number>();
+  #zeroBytes = 0;
+
+  /** A source over `dir` and its parents. */
+  constructor(dir: ImageDir) {
+    this.#dir = dir;
+  }
+
+  /**
+   * Fills `into` with the memory of image process `pid` at dump-time
+   * address `image`. Throws ImageError when the images cannot supply it
+   * (missing or short pages file, lazy pages without local data).
+   */
+  read(pid: number, request: ReadRequest): void {
+    const { image, into } = request;
+    const segments = locatePages(this.#dir, {
+      pid,
+      addr: image,
+      pages: into.byteLength / PAGE_SIZE,
+    });
+    let off = 0;
+    for (const s of segments) {
+      const len = s.pages * PAGE_SIZE;
+      const part = into.subarray(off, off + len);
+      if (s.zero) {
+        part.fill(0);
+        this.#zeroBytes += len;
+      } else {
+        let n: number;
+        try {
+          n = pread(this.#fd(s.file), part, { offset: s.offset });
+        } catch (e) {
+          if (!(e instanceof SysError)) throw e;
+          throw new ImageError(
+            { file: s.file, offset: s.offset },
+            `cannot read ${len} bytes: ${e.message}`,
+          );
+        }
+        if (n !== len) {
+          throw new ImageError(
+            { file: s.file, offset: s.offset + n },
+            `pages file too short: ${len - n} of ${len} bytes missing`,
+          );
+        }
+        this.#bytesByFile.set(
+          s.file,
+          (this.#bytesByFile.get(s.file) ?? 0) + len,
+        );
+      }
+      off += len;
+    }
+  }
+
+  /** Bytes read per pages file, and bytes answered as zeros. */
+  stats(): SourceStats {
+    return {
+      kind: this.kind,
+      bytesByFile: Object.fromEntries(this.#bytesByFile),
+      zeroBytes: this.#zeroBytes,
+    };
+  }
+
+  /** Closes the pages files. */
+  close(): void {
+    for (const fd of this.#fds.values()) closeFd(fd);
+    this.#fds.clear();
+  }
+
+  #fd(file: string): number {
+    let fd = this.#fds.get(file);
+    if (fd === undefined) {
+      try {
+        fd = openRead(file);
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        throw new ImageError({ file, offset: 0 }, e.message);
+      }
+      this.#fds.set(file, fd);
+    }
+    return fd;
+  }
+}
