@@ -57,6 +57,18 @@ export function findHostPid(
   return undefined;
 }
 
+/** Whether `pid` is a live process (not a zombie, not gone). */
+export function isLive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // The state follows the parenthesised command, which may contain spaces.
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
 /** Host pids of the children of `pid` (all its threads' children). */
 export function childrenOf(pid: number): number[] {
   const out: number[] = [];

@@ -40,7 +40,7 @@ import {
 import { ImageDir, ImageError } from "../images/mod.ts";
 import { copyRanges } from "../lazy/mod.ts";
 import { LocalSource, type PageSource } from "../source/mod.ts";
-import { childrenOf, findHostPid } from "./host_pid.ts";
+import { childrenOf, findHostPid, isLive } from "./host_pid.ts";
 import { Logger, now } from "./log.ts";
 import { type Outcome, Pager, type PagerOptions } from "./pager.ts";
 import { makePlan, type Plan } from "./plan.ts";
@@ -350,8 +350,34 @@ class Runtime {
     if (token === TOKEN_RESTORE) return this.#onRestore(events);
     const w = this.#byToken.get(token);
     if (!w || !w.p.active) return; // closed earlier in this batch
-    if (w.pidfd) return this.#finish(w.p, "exited");
+    if (w.pidfd) return this.#onPidfd(w.p);
     this.#drain(w.p);
+  }
+
+  /**
+   * The pidfd says the process exited. Confirm it through the uffd before
+   * closing it: the uffd is what matters, and a pidfd bound to the wrong
+   * pid (see #onFork) must never make a live process lose its pages.
+   */
+  #onPidfd(p: LazyProcess): void {
+    this.#drain(p);
+    if (!p.active) return;
+    const outcome = p.lazy.length > 0 ? this.#pager!.background(p) : "exited";
+    if (outcome === "exited") return this.#finish(p, "exited");
+    this.#log.warn(`${p.label}: host pid ${p.hostPid} exited, but this process did not`);
+    this.#unwatchPidfd(p);
+    p.hostPid = undefined;
+    if (outcome !== "retry") this.#settle(p, outcome);
+  }
+
+  #unwatchPidfd(p: LazyProcess): void {
+    if (p.pidfd === undefined) return;
+    for (const [t, w] of this.#byToken) {
+      if (w.p === p && w.pidfd) this.#byToken.delete(t);
+    }
+    this.#ep.remove(p.pidfd);
+    closeFd(p.pidfd);
+    p.pidfd = undefined;
   }
 
   /**
@@ -401,10 +427,14 @@ class Runtime {
   #onFork(parent: LazyProcess, ufd: number): void {
     const child = this.#pager!.fork(parent, ufd);
     // The forking thread is still inside fork() until this event is read,
-    // so the child is the newest child of the parent not yet known to us.
+    // so the child is a live child of the parent not yet known to us; when
+    // that is ambiguous we take the newest. A wrong guess only costs a
+    // pidfd: its exit is confirmed with the uffd before it counts.
     if (parent.hostPid !== undefined) {
       const known = new Set(this.#procs.map((x) => x.hostPid));
-      const fresh = childrenOf(parent.hostPid).filter((c) => !known.has(c));
+      const fresh = childrenOf(parent.hostPid).filter((c) =>
+        !known.has(c) && isLive(c)
+      );
       child.hostPid = fresh.length > 0 ? Math.max(...fresh) : undefined;
     }
     this.#watch(child);

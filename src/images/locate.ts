@@ -112,7 +112,7 @@ function walk(dir: ImageDir, w: Walk): void {
     // CRIU's order: a parent hole is read from the parent whatever else is
     // set, so PE_LAZY|PE_PARENT is delivered from the parent chain.
     if (e.flags & PE_PARENT) {
-      walk(parentWith(dir, { pm, e, pid: w.pid }), {
+      walk(parentFor(dir, { pm, e, pid: w.pid }), {
         ...w,
         start: cursor,
         end: stop,
@@ -132,7 +132,7 @@ function walk(dir: ImageDir, w: Walk): void {
   }
 }
 
-function parentWith(
+function parentFor(
   dir: ImageDir,
   at: { pm: Pagemap; e: PagemapEntryInfo; pid: number },
 ): ImageDir {

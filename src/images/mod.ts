@@ -24,7 +24,6 @@ export { type Inventory, parseInventory } from "./inventory.ts";
 export { parsePstree, type PstreeEntryInfo } from "./pstree.ts";
 export { canBeLazy, type Mm, parseMm, type Vma } from "./mm.ts";
 export {
-  compatFlags,
   entryIndexAt,
   type Pagemap,
   type PagemapEntryInfo,
@@ -44,6 +43,7 @@ export {
   mmRecord,
   pagemapRecords,
   readStamp,
+  recordSchema,
   stampPage,
   type SyntheticDir,
   type SyntheticEntry,

@@ -55,6 +55,15 @@ const SCHEMAS: Record<ImageKind, readonly DescMessage[]> = {
   ids: [TaskKobjIdsEntrySchema],
 };
 
+/**
+ * The message type of record `index` of an image of `kind` (a pagemap's
+ * first record is its head; every other image has one record type).
+ */
+export function recordSchema(kind: ImageKind, index: number): DescMessage {
+  const schemas = SCHEMAS[kind];
+  return schemas[Math.min(index, schemas.length - 1)];
+}
+
 /** Options of {@linkcode encodeImage}. */
 export interface EncodeOptions {
   /** Image-set version: 2 (default) writes the head magic, 1 does not. */
@@ -73,9 +82,8 @@ export function encodeImage(
   records: readonly Message[],
   options: EncodeOptions = {},
 ): Uint8Array {
-  const schemas = SCHEMAS[kind];
   const payloads = records.map((m, i) => {
-    const schema = schemas[Math.min(i, schemas.length - 1)];
+    const schema = recordSchema(kind, i);
     if (m.$typeName !== schema.typeName) {
       throw new TypeError(
         `${kind} record #${i} must be ${schema.typeName}, not ${m.$typeName}`,
