@@ -145,9 +145,9 @@ export interface SyntheticProcess {
   ppid?: number;
   /** Threads (default `[pid]`). */
   threads?: number[];
-  /** VMAs for `mm-<pid>.img` (default: none written when absent). */
+  /** VMAs for `mm-<pid>.img` (the file is written only when given). */
   vmas?: SyntheticVma[];
-  /** Entries for `pagemap-<pid>.img` (none written when absent). */
+  /** Entries for `pagemap-<pid>.img` and its pages file (written only when given). */
   pagemap?: SyntheticEntry[];
   /** `pages_id` of the pagemap (default: 1 + the process's index). */
   pagesId?: number;
