@@ -14,7 +14,8 @@ import { formatReport, inspect } from "./inspect.ts";
 /** lazyd's version. */
 export const VERSION: string = denoJson.version;
 
-const USAGE = `lazyd ${VERSION}: userfaultfd post-copy page daemon for CRIU (criu lazy-pages replacement)
+const USAGE =
+  `lazyd ${VERSION}: userfaultfd post-copy page daemon for CRIU (criu lazy-pages replacement)
 
 Usage:
   lazyd [-D DIR] [-W DIR] [options]   serve lazy pages to \`criu restore --lazy-pages\`
@@ -31,12 +32,12 @@ Options (as criu lazy-pages):
 Options of lazyd:
       --stats-file FILE   write JSON statistics here at exit (relative to the work dir)
       --fault-window N    pages fetched per fault, from the faulting page on (default ${
-  DEFAULT_PAGER_OPTIONS.faultWindow / 4096
-})
+    DEFAULT_PAGER_OPTIONS.faultWindow / 4096
+  })
       --background-chunk N
                           pages per background copy (default ${
-  DEFAULT_PAGER_OPTIONS.backgroundChunk / 4096
-})
+    DEFAULT_PAGER_OPTIONS.backgroundChunk / 4096
+  })
 
 Exit status: 0 when every process got all its pages (or exited); 1 otherwise.
 A process whose pages cannot be delivered is killed, never left running on zeros.`;
@@ -64,7 +65,9 @@ function pages(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > 65536) {
-    throw new UsageError(`--${name} takes a page count from 1 to 65536, not "${v}"`);
+    throw new UsageError(
+      `--${name} takes a page count from 1 to 65536, not "${v}"`,
+    );
   }
   return n * 4096;
 }
@@ -92,7 +95,9 @@ async function daemon(args: string[]): Promise<number> {
   if (values["status-fd"] !== undefined) {
     statusFd = Number(values["status-fd"]);
     if (!Number.isInteger(statusFd) || statusFd < 0) {
-      throw new UsageError(`--status-fd takes a file descriptor, not "${values["status-fd"]}"`);
+      throw new UsageError(
+        `--status-fd takes a file descriptor, not "${values["status-fd"]}"`,
+      );
     }
   }
   const entry = Deno.mainModule;
@@ -104,7 +109,11 @@ async function daemon(args: string[]): Promise<number> {
     statusFd,
     statsFile: values["stats-file"],
     pager: {
-      faultWindow: pages("fault-window", values["fault-window"], DEFAULT_PAGER_OPTIONS.faultWindow),
+      faultWindow: pages(
+        "fault-window",
+        values["fault-window"],
+        DEFAULT_PAGER_OPTIONS.faultWindow,
+      ),
       backgroundChunk: pages(
         "background-chunk",
         values["background-chunk"],
@@ -126,7 +135,9 @@ function inspectCommand(args: string[]): number {
     allowPositionals: false,
   });
   const report = inspect(resolve(values["images-dir"] ?? "."));
-  console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  console.log(
+    values.json ? JSON.stringify(report, null, 2) : formatReport(report),
+  );
   return report.usable ? 0 : 1;
 }
 
@@ -145,7 +156,10 @@ export async function main(args: string[]): Promise<number> {
     if (args[0] === "lazy-pages") args = args.slice(1); // `lazyd lazy-pages ...` like criu
     return await daemon(args);
   } catch (e) {
-    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    if (
+      e instanceof UsageError ||
+      (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+    ) {
       console.error(`lazyd: ${(e as Error).message}\nTry 'lazyd --help'.`);
       return 2;
     }

@@ -128,9 +128,12 @@ function inspectProcess(
         }
       } else if (e.flags & PE_PARENT) {
         info.parentPages += e.nrPages;
-        for (const s of locatePages(dir, { pid, addr: e.vaddr, pages: e.nrPages })) {
+        for (
+          const s of locatePages(dir, { pid, addr: e.vaddr, pages: e.nrPages })
+        ) {
           const where = s.zero ? "(zero: in no image)" : s.dir.path;
-          info.parentSources[where] = (info.parentSources[where] ?? 0) + s.pages;
+          info.parentSources[where] = (info.parentSources[where] ?? 0) +
+            s.pages;
         }
       }
       if (e.flags & PE_PRESENT) info.presentPages += e.nrPages;
@@ -152,10 +155,16 @@ function uncovered(
   let i = 0;
   for (const v of vmas) {
     let covered = 0;
-    while (i < entries.length && entries[i].vaddr + entries[i].nrPages * PAGE_SIZE <= v.start) i++;
+    while (
+      i < entries.length &&
+      entries[i].vaddr + entries[i].nrPages * PAGE_SIZE <= v.start
+    ) i++;
     for (let j = i; j < entries.length && entries[j].vaddr < v.end; j++) {
       const s = Math.max(v.start, entries[j].vaddr);
-      const e = Math.min(v.end, entries[j].vaddr + entries[j].nrPages * PAGE_SIZE);
+      const e = Math.min(
+        v.end,
+        entries[j].vaddr + entries[j].nrPages * PAGE_SIZE,
+      );
       if (e > s) covered += e - s;
     }
     pages += (v.end - v.start - covered) / PAGE_SIZE;
@@ -169,7 +178,15 @@ export function formatReport(r: InspectReport): string {
   for (const [i, p] of r.parents.entries()) {
     lines.push(`${"  ".repeat(i + 1)}parent ${p}`);
   }
-  const head = ["PID", "VMAS", "LAZY", "PARENT", "PRESENT", "ZERO", "PARENT PAGES FROM"];
+  const head = [
+    "PID",
+    "VMAS",
+    "LAZY",
+    "PARENT",
+    "PRESENT",
+    "ZERO",
+    "PARENT PAGES FROM",
+  ];
   const rows = r.processes.map((p) =>
     p.hasMemory
       ? [
@@ -179,23 +196,31 @@ export function formatReport(r: InspectReport): string {
         String(p.parentPages),
         String(p.presentPages),
         String(p.zeroPages),
-        Object.entries(p.parentSources).map(([d, n]) => `${d}:${n}`).join(" ") ||
+        Object.entries(p.parentSources).map(([d, n]) => `${d}:${n}`).join(
+          " ",
+        ) ||
         "-",
       ]
       : [String(p.pid), "-", "-", "-", "-", "-", "(zombie: no memory)"]
   );
-  const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c].length)));
+  const width = head.map((h, c) =>
+    Math.max(h.length, ...rows.map((row) => row[c].length))
+  );
   for (const row of [head, ...rows]) {
-    lines.push(row.map((cell, c) => c < row.length - 1 ? cell.padEnd(width[c]) : cell).join("  "));
+    lines.push(
+      row.map((cell, c) => c < row.length - 1 ? cell.padEnd(width[c]) : cell)
+        .join("  "),
+    );
   }
   if (r.problems.length === 0) lines.push("problems: none");
   else lines.push("problems:", ...r.problems.map((p) => `  ${p}`));
   lines.push(
-    "lazy restore: " + (!r.usable
-      ? "NOT possible"
-      : r.localOk
-      ? "ok from these images (lazyd -D DIR)"
-      : "ok with --page-server (the lazy pages are on the source)"),
+    "lazy restore: " +
+      (!r.usable
+        ? "NOT possible"
+        : r.localOk
+        ? "ok from these images (lazyd -D DIR)"
+        : "ok with --page-server (the lazy pages are on the source)"),
   );
   return lines.join("\n");
 }

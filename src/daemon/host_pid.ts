@@ -62,7 +62,10 @@ export function isLive(pid: number): boolean {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     // The state follows the parenthesised command, which may contain spaces.
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    const state = stat.slice(
+      stat.lastIndexOf(")") + 2,
+      stat.lastIndexOf(")") + 3,
+    );
     return state !== "Z" && state !== "X";
   } catch {
     return false;

@@ -86,7 +86,9 @@ export class Logger {
     const bytes = encoder.encode(line);
     try {
       let off = 0;
-      while (off < bytes.length) off += this.#out.writeSync(bytes.subarray(off));
+      while (off < bytes.length) {
+        off += this.#out.writeSync(bytes.subarray(off));
+      }
     } catch {
       // A log that cannot be written (full disk, closed stdout) must not
       // take the page service down with it.

@@ -76,7 +76,9 @@ export class Pager {
     // One buffer serves every copy: requests are handled one at a time, and
     // the kernel copies out of it during the ioctl. It lives as long as the
     // pager so V8 never frees memory whose address the kernel holds.
-    this.#buf = allocPages(Math.max(options.faultWindow, options.backgroundChunk));
+    this.#buf = allocPages(
+      Math.max(options.faultWindow, options.backgroundChunk),
+    );
   }
 
   /**
@@ -96,13 +98,16 @@ export class Pager {
       this.#log.debug(`${p.label}: #PF at 0x${addr.toString(16)}`);
     }
     if (win === undefined) return this.#zero(p, page);
+    // The background pass continues right after the window: what a
+    // process touched last is the best guess of what it touches next.
+    p.cursor = win.end;
     return this.#deliver(p, carve(p.lazy, win.start, win.end), false);
   }
 
   /**
    * Pushes one background chunk of `p`, continuing after its last fault
-   * or chunk so that a process reading sequentially finds its next pages
-   * already there. Returns "done" with nothing sent when `p` has no lazy
+   * window or chunk, so that a process reading sequentially finds its next
+   * pages already there. Returns "done" with nothing sent when `p` has no lazy
    * pages left.
    */
   background(p: LazyProcess): Outcome {
@@ -148,7 +153,10 @@ export class Pager {
   remove(p: LazyProcess, range: { start: number; end: number }): Outcome {
     this.#drop(p, range, "REMOVE");
     try {
-      uffdUnregister(p.uffd, { start: range.start, len: range.end - range.start });
+      uffdUnregister(p.uffd, {
+        start: range.start,
+        len: range.end - range.start,
+      });
     } catch (e) {
       // ENOMEM: the mm is gone. Anything else: the range already left the
       // uffd (e.g. unmapped meanwhile), which is what we wanted.
@@ -198,7 +206,10 @@ export class Pager {
       case E.ENOSPC:
         return "exited";
       default:
-        return this.#fail(p, `UFFDIO_ZEROPAGE at 0x${page.toString(16)}: ${errnoName(r.error)}`);
+        return this.#fail(
+          p,
+          `UFFDIO_ZEROPAGE at 0x${page.toString(16)}: ${errnoName(r.error)}`,
+        );
     }
   }
 
@@ -283,14 +294,16 @@ export class Pager {
           this.#putBack(p, piece, off);
           return this.#fail(
             p,
-            `UFFDIO_COPY of ${n} bytes at 0x${(piece.start + off).toString(16)}: ${
-              errnoName(r.error)
-            }`,
+            `UFFDIO_COPY of ${n} bytes at 0x${
+              (piece.start + off).toString(16)
+            }: ${errnoName(r.error)}`,
           );
       }
     }
     if (this.#log.debugOn) {
-      this.#log.debug(`${p.label}: uffd_copy: 0x${piece.start.toString(16)}/${len}`);
+      this.#log.debug(
+        `${p.label}: uffd_copy: 0x${piece.start.toString(16)}/${len}`,
+      );
     }
     return "done";
   }

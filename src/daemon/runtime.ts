@@ -163,15 +163,18 @@ class Runtime {
     }
     try {
       this.#ep = new Epoll();
-      this.#ep.add(this.#cfg.controlFd, { events: EPOLLIN, token: TOKEN_CONTROL });
+      this.#ep.add(this.#cfg.controlFd, {
+        events: EPOLLIN,
+        token: TOKEN_CONTROL,
+      });
       const plan = this.#prepare();
       this.#handshake(plan);
       this.#loop();
       code = this.#failed ? 1 : 0;
     } catch (e) {
-      error = e instanceof Fatal || e instanceof ImageError ? e.message : `internal error: ${
-        e instanceof Error ? e.stack : String(e)
-      }`;
+      error = e instanceof Fatal || e instanceof ImageError
+        ? e.message
+        : `internal error: ${e instanceof Error ? e.stack : String(e)}`;
       this.#log.error(error);
       this.#stopUnfinished("the daemon stopped before delivering its pages");
       code = 1;
@@ -239,7 +242,10 @@ class Runtime {
 
     const expected = new Set(plan.pids);
     for (let i = 0; i < plan.pids.length; i++) {
-      const word = this.#recv(4, `the pid of record ${i + 1} of ${plan.pids.length}`);
+      const word = this.#recv(
+        4,
+        `the pid of record ${i + 1} of ${plan.pids.length}`,
+      );
       const pid = new DataView(word.buffer).getInt32(0, true);
       const abs = Math.abs(pid);
       if (pid === 0 || !expected.has(abs)) {
@@ -288,7 +294,9 @@ class Runtime {
     const pp = plan.processes.get(pid);
     if (!pp) {
       closeFd(uffd);
-      throw new Fatal(`restore sent a uffd for pid ${pid}, which has no pagemap in the images`);
+      throw new Fatal(
+        `restore sent a uffd for pid ${pid}, which has no pagemap in the images`,
+      );
     }
     const hostPid = findHostPid(pid, { ancestor: this.#peerPid });
     const p = new LazyProcess({
@@ -330,8 +338,11 @@ class Runtime {
   #loop(): void {
     while (this.#procs.some((p) => p.active) || !this.#finished) {
       const busy = this.#faults.size > 0 ||
-        (this.#finished && this.#procs.some((p) => p.active && p.lazy.length > 0));
-      for (const ev of this.#ep.wait(busy ? 0 : -1)) this.#dispatch(ev.token, ev.events);
+        (this.#finished &&
+          this.#procs.some((p) => p.active && p.lazy.length > 0));
+      for (const ev of this.#ep.wait(busy ? 0 : -1)) {
+        this.#dispatch(ev.token, ev.events);
+      }
       this.#serveFaults();
       if (this.#faults.size === 0 && this.#finished) this.#backgroundStep();
       if (this.#finished) {
@@ -364,7 +375,9 @@ class Runtime {
     if (!p.active) return;
     const outcome = p.lazy.length > 0 ? this.#pager!.background(p) : "exited";
     if (outcome === "exited") return this.#finish(p, "exited");
-    this.#log.warn(`${p.label}: host pid ${p.hostPid} exited, but this process did not`);
+    this.#log.warn(
+      `${p.label}: host pid ${p.hostPid} exited, but this process did not`,
+    );
     this.#unwatchPidfd(p);
     p.hostPid = undefined;
     if (outcome !== "retry") this.#settle(p, outcome);
@@ -411,7 +424,9 @@ class Runtime {
             this.#pager!.remap(p, m);
             break;
           case "remove":
-            if (this.#pager!.remove(p, m) === "exited") this.#finish(p, "exited");
+            if (this.#pager!.remove(p, m) === "exited") {
+              this.#finish(p, "exited");
+            }
             break;
           case "unmap":
             this.#pager!.unmap(p, m);
@@ -478,7 +493,9 @@ class Runtime {
 
   #settle(p: LazyProcess, outcome: Outcome): void {
     if (outcome === "exited") this.#finish(p, "exited");
-    else if (outcome === "failed") this.#failStop(p, p.reason ?? "unknown failure");
+    else if (outcome === "failed") {
+      this.#failStop(p, p.reason ?? "unknown failure");
+    }
   }
 
   #onRestore(events: number): void {
@@ -506,7 +523,9 @@ class Runtime {
       if (this.#finishGot === 4 && !this.#finished) {
         const word = new DataView(this.#finishWord.buffer).getUint32(0, true);
         if (word !== RESTORE_FINISHED) {
-          throw new Fatal(`unexpected word 0x${word.toString(16)} from restore`);
+          throw new Fatal(
+            `unexpected word 0x${word.toString(16)} from restore`,
+          );
         }
         this.#finished = true;
         this.#finishedMs = now() - this.#t0;
@@ -523,9 +542,13 @@ class Runtime {
   #onSignal(): void {
     this.#signals += eventfdRead(this.#cfg.controlFd);
     if (this.#signals === 1) {
-      this.#log.warn("signal received: delivering the remaining pages, then exiting");
+      this.#log.warn(
+        "signal received: delivering the remaining pages, then exiting",
+      );
     } else if (this.#signals >= 2) {
-      throw new Fatal("second signal: stopping the processes that are not complete");
+      throw new Fatal(
+        "second signal: stopping the processes that are not complete",
+      );
     }
   }
 
@@ -621,7 +644,10 @@ class Runtime {
     };
     if (this.#cfg.statsFile) {
       try {
-        Deno.writeTextFileSync(this.#cfg.statsFile, JSON.stringify(stats, null, 2) + "\n");
+        Deno.writeTextFileSync(
+          this.#cfg.statsFile,
+          JSON.stringify(stats, null, 2) + "\n",
+        );
       } catch (e) {
         this.#log.error(`cannot write ${this.#cfg.statsFile}: ${msg(e)}`);
       }

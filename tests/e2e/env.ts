@@ -568,3 +568,68 @@ export async function verifyRestored(
   }
   return l;
 }
+
+/**
+ * How the e2e tests run lazyd: `$LAZYD_CMD` (split on spaces, e.g. the
+ * built `dist/lazyd`) or `deno run --allow-all mod.ts` from this checkout.
+ */
+export function lazydCommand(): string[] {
+  const cmd = Deno.env.get("LAZYD_CMD");
+  if (cmd) return cmd.split(" ").filter(Boolean);
+  return [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
+}
+
+/** What `lazyd --stats-file` writes (the parts the tests read). */
+export interface LazydStats {
+  exitCode: number;
+  error?: string;
+  processes: {
+    label: string;
+    imagePid: number;
+    hostPid?: number;
+    end: string;
+    reason?: string;
+    counters: {
+      totalPages: number;
+      copiedPages: number;
+      zeroPages: number;
+      faults: number;
+      presentPages: number;
+      droppedPages: number;
+      backgroundPages: number;
+    };
+  }[];
+  source?: {
+    kind: string;
+    bytesByFile: Record<string, number>;
+    zeroBytes: number;
+  };
+}
+
+/** A lazyd run serving one images directory, with its stats file. */
+export interface LazydRun extends Daemon {
+  /** Reads the stats file once lazyd has exited. */
+  stats(): LazydStats;
+}
+
+/** Starts lazyd on `dir` (log `lazyd.log`, stats `stats.json`, both in `dir`). */
+export async function startLazyd(
+  dir: string,
+  extra: string[] = [],
+): Promise<LazydRun> {
+  const d = await startDaemon([
+    ...lazydCommand(),
+    "-D",
+    dir,
+    "-v4",
+    "-o",
+    "lazyd.log",
+    "--stats-file",
+    "stats.json",
+    ...extra,
+  ], dir);
+  return {
+    ...d,
+    stats: () => JSON.parse(Deno.readTextFileSync(join(dir, "stats.json"))),
+  };
+}
