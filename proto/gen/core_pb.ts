@@ -13,7 +13,9 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file core.proto.
  */
 export const file_core: GenFile = /*@__PURE__*/
-  fileDesc("Cgpjb3JlLnByb3RvEgxsYXp5ZC5pbWFnZXMiNgoNVGFza0NvcmVFbnRyeRISCgp0YXNrX3N0YXRlGAEgAigNEhEKCWV4aXRfY29kZRgCIAIoDSJDCglDb3JlRW50cnkSDQoFbXR5cGUYASACKA0SJwoCdGMYAyABKAsyGy5sYXp5ZC5pbWFnZXMuVGFza0NvcmVFbnRyeQ");
+  fileDesc(
+    "Cgpjb3JlLnByb3RvEgxsYXp5ZC5pbWFnZXMiNgoNVGFza0NvcmVFbnRyeRISCgp0YXNrX3N0YXRlGAEgAigNEhEKCWV4aXRfY29kZRgCIAIoDSJDCglDb3JlRW50cnkSDQoFbXR5cGUYASACKA0SJwoCdGMYAyABKAsyGy5sYXp5ZC5pbWFnZXMuVGFza0NvcmVFbnRyeQ",
+  );
 
 /**
  * @generated from message lazyd.images.TaskCoreEntry
@@ -58,4 +60,3 @@ export type CoreEntry = Message<"lazyd.images.CoreEntry"> & {
  */
 export const CoreEntrySchema: GenMessage<CoreEntry> = /*@__PURE__*/
   messageDesc(file_core, 1);
-

@@ -6,7 +6,11 @@
 // @generated from file inventory.proto (package lazyd.images, syntax proto2)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import type {
+  GenEnum,
+  GenFile,
+  GenMessage,
+} from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { TaskKobjIdsEntry } from "./task_kobj_ids_pb.ts";
 import { file_task_kobj_ids } from "./task_kobj_ids_pb.ts";
@@ -16,7 +20,10 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file inventory.proto.
  */
 export const file_inventory: GenFile = /*@__PURE__*/
-  fileDesc("Cg9pbnZlbnRvcnkucHJvdG8SDGxhenlkLmltYWdlcyIfCgxQbHVnaW5zRW50cnkSDwoHcGx1Z2lucxgMIAMoCSLnAgoOSW52ZW50b3J5RW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBIwCghyb290X2lkcxgDIAEoCzIeLmxhenlkLmltYWdlcy5UYXNrS29iaklkc0VudHJ5EhEKCW5zX3Blcl9pZBgEIAEoCBITCgtyb290X2NnX3NldBgFIAEoDRImCgdsc210eXBlGAYgASgOMhUubGF6eWQuaW1hZ2VzLkxzbXR5cGUSEwoLZHVtcF91cHRpbWUYCCABKAQSFQoNcHJlX2R1bXBfbW9kZRgJIAEoDRIRCgl0Y3BfY2xvc2UYCiABKAgSGwoTbmV0d29ya19sb2NrX21ldGhvZBgLIAEoDRIxCg1wbHVnaW5zX2VudHJ5GAwgASgLMhoubGF6eWQuaW1hZ2VzLlBsdWdpbnNFbnRyeRIYChBkdW1wX2NyaXVfcnVuX2lkGA0gASgJKjAKB0xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAI", [file_task_kobj_ids]);
+  fileDesc(
+    "Cg9pbnZlbnRvcnkucHJvdG8SDGxhenlkLmltYWdlcyIfCgxQbHVnaW5zRW50cnkSDwoHcGx1Z2lucxgMIAMoCSLnAgoOSW52ZW50b3J5RW50cnkSEwoLaW1nX3ZlcnNpb24YASACKA0SFQoNZmRpbmZvX3Blcl9pZBgCIAEoCBIwCghyb290X2lkcxgDIAEoCzIeLmxhenlkLmltYWdlcy5UYXNrS29iaklkc0VudHJ5EhEKCW5zX3Blcl9pZBgEIAEoCBITCgtyb290X2NnX3NldBgFIAEoDRImCgdsc210eXBlGAYgASgOMhUubGF6eWQuaW1hZ2VzLkxzbXR5cGUSEwoLZHVtcF91cHRpbWUYCCABKAQSFQoNcHJlX2R1bXBfbW9kZRgJIAEoDRIRCgl0Y3BfY2xvc2UYCiABKAgSGwoTbmV0d29ya19sb2NrX21ldGhvZBgLIAEoDRIxCg1wbHVnaW5zX2VudHJ5GAwgASgLMhoubGF6eWQuaW1hZ2VzLlBsdWdpbnNFbnRyeRIYChBkdW1wX2NyaXVfcnVuX2lkGA0gASgJKjAKB0xzbXR5cGUSCgoGTk9fTFNNEAASCwoHU0VMSU5VWBABEgwKCEFQUEFSTU9SEAI",
+    [file_task_kobj_ids],
+  );
 
 /**
  * @generated from message lazyd.images.PluginsEntry
@@ -132,4 +139,3 @@ export enum Lsmtype {
  */
 export const LsmtypeSchema: GenEnum<Lsmtype> = /*@__PURE__*/
   enumDesc(file_inventory, 0);
-

@@ -13,7 +13,9 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pagemap.proto.
  */
 export const file_pagemap: GenFile = /*@__PURE__*/
-  fileDesc("Cg1wYWdlbWFwLnByb3RvEgxsYXp5ZC5pbWFnZXMiHwoLUGFnZW1hcEhlYWQSEAoIcGFnZXNfaWQYASACKA0iZQoMUGFnZW1hcEVudHJ5Eg0KBXZhZGRyGAEgAigEEhAKCG5yX3BhZ2VzGAIgAigNEhEKCWluX3BhcmVudBgDIAEoCBINCgVmbGFncxgEIAEoDRISCgpucl9wYWdlczY0GAUgASgE");
+  fileDesc(
+    "Cg1wYWdlbWFwLnByb3RvEgxsYXp5ZC5pbWFnZXMiHwoLUGFnZW1hcEhlYWQSEAoIcGFnZXNfaWQYASACKA0iZQoMUGFnZW1hcEVudHJ5Eg0KBXZhZGRyGAEgAigEEhAKCG5yX3BhZ2VzGAIgAigNEhEKCWluX3BhcmVudBgDIAEoCBINCgVmbGFncxgEIAEoDRISCgpucl9wYWdlczY0GAUgASgE",
+  );
 
 /**
  * @generated from message lazyd.images.PagemapHead
@@ -73,4 +75,3 @@ export type PagemapEntry = Message<"lazyd.images.PagemapEntry"> & {
  */
 export const PagemapEntrySchema: GenMessage<PagemapEntry> = /*@__PURE__*/
   messageDesc(file_pagemap, 1);
-

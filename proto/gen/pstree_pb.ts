@@ -12,7 +12,9 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pstree.proto.
  */
 export const file_pstree: GenFile = /*@__PURE__*/
-  fileDesc("Cgxwc3RyZWUucHJvdG8SDGxhenlkLmltYWdlcyJUCgtQc3RyZWVFbnRyeRILCgNwaWQYASACKA0SDAoEcHBpZBgCIAIoDRIMCgRwZ2lkGAMgAigNEgsKA3NpZBgEIAIoDRIPCgd0aHJlYWRzGAUgAygN");
+  fileDesc(
+    "Cgxwc3RyZWUucHJvdG8SDGxhenlkLmltYWdlcyJUCgtQc3RyZWVFbnRyeRILCgNwaWQYASACKA0SDAoEcHBpZBgCIAIoDRIMCgRwZ2lkGAMgAigNEgsKA3NpZBgEIAIoDRIPCgd0aHJlYWRzGAUgAygN",
+  );
 
 /**
  * @generated from message lazyd.images.PstreeEntry
@@ -52,4 +54,3 @@ export type PstreeEntry = Message<"lazyd.images.PstreeEntry"> & {
  */
 export const PstreeEntrySchema: GenMessage<PstreeEntry> = /*@__PURE__*/
   messageDesc(file_pstree, 0);
-

@@ -12,7 +12,9 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file task_kobj_ids.proto.
  */
 export const file_task_kobj_ids: GenFile = /*@__PURE__*/
-  fileDesc("ChN0YXNrX2tvYmpfaWRzLnByb3RvEgxsYXp5ZC5pbWFnZXMi8wEKEFRhc2tLb2JqSWRzRW50cnkSDQoFdm1faWQYASACKA0SEAoIZmlsZXNfaWQYAiACKA0SDQoFZnNfaWQYAyACKA0SEgoKc2lnaGFuZF9pZBgEIAIoDRIRCglwaWRfbnNfaWQYBSABKA0SEQoJbmV0X25zX2lkGAYgASgNEhEKCWlwY19uc19pZBgHIAEoDRIRCgl1dHNfbnNfaWQYCCABKA0SEQoJbW50X25zX2lkGAkgASgNEhIKCnVzZXJfbnNfaWQYCiABKA0SFAoMY2dyb3VwX25zX2lkGAsgASgNEhIKCnRpbWVfbnNfaWQYDCABKA0");
+  fileDesc(
+    "ChN0YXNrX2tvYmpfaWRzLnByb3RvEgxsYXp5ZC5pbWFnZXMi8wEKEFRhc2tLb2JqSWRzRW50cnkSDQoFdm1faWQYASACKA0SEAoIZmlsZXNfaWQYAiACKA0SDQoFZnNfaWQYAyACKA0SEgoKc2lnaGFuZF9pZBgEIAIoDRIRCglwaWRfbnNfaWQYBSABKA0SEQoJbmV0X25zX2lkGAYgASgNEhEKCWlwY19uc19pZBgHIAEoDRIRCgl1dHNfbnNfaWQYCCABKA0SEQoJbW50X25zX2lkGAkgASgNEhIKCnVzZXJfbnNfaWQYCiABKA0SFAoMY2dyb3VwX25zX2lkGAsgASgNEhIKCnRpbWVfbnNfaWQYDCABKA0",
+  );
 
 /**
  * @generated from message lazyd.images.TaskKobjIdsEntry
@@ -83,6 +85,7 @@ export type TaskKobjIdsEntry = Message<"lazyd.images.TaskKobjIdsEntry"> & {
  * Describes the message lazyd.images.TaskKobjIdsEntry.
  * Use `create(TaskKobjIdsEntrySchema)` to create a new message.
  */
-export const TaskKobjIdsEntrySchema: GenMessage<TaskKobjIdsEntry> = /*@__PURE__*/
+export const TaskKobjIdsEntrySchema: GenMessage<
+  TaskKobjIdsEntry
+> = /*@__PURE__*/
   messageDesc(file_task_kobj_ids, 0);
-
