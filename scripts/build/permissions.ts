@@ -8,19 +8,12 @@
  */
 
 /**
- * What lazyd needs: FFI for userfaultfd/ioctl/mmap, files for images and
- * sockets, the environment, TCP for remote page servers, subprocesses and
- * system information.
+ * What lazyd needs: everything. It calls libc through FFI (userfaultfd,
+ * ioctl, mmap, sockets), which no finer permission could contain anyway,
+ * and Deno grants reads of /proc (how restored processes are found and
+ * watched) only with full access.
  */
-export const PERMISSIONS: readonly string[] = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-net",
-  "--allow-run",
-  "--allow-sys",
-];
+export const PERMISSIONS: readonly string[] = ["--allow-all"];
 
 /**
  * How the bundle is loaded, in both modes: it is one self-sufficient ES

@@ -110,7 +110,7 @@ Deno.test("build: buildinfo records mode, version and hashes; size within 40 MB"
   );
   assert.match(info.sha256.runtime, /^[0-9a-f]{64}$/);
   assert.ok(
-    info.flags.includes("--allow-ffi") && info.flags.includes("--no-prompt"),
+    info.flags.includes("--allow-all") && info.flags.includes("--no-prompt"),
   );
 });
 

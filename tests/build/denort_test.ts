@@ -304,7 +304,7 @@ e2eTest("denort: a valid DENORT_BIN makes a deno compile build", {
     const info = JSON.parse(Deno.readTextFileSync(`${out}.buildinfo`));
     assert.equal(info.mode, "compile");
     assert.equal(info.runtimeSource, `DENORT_BIN=${bin}`);
-    assert.ok(info.flags.includes("--allow-ffi"));
+    assert.ok(info.flags.includes("--allow-all"));
     const run = await new Deno.Command(out, { stdout: "piped" }).output();
     assert.equal(new TextDecoder().decode(run.stdout), "stand-in denort\n");
   } finally {
