@@ -7,7 +7,7 @@
  * @module
  */
 import {
-  ImageDir,
+  type ImageDir,
   ImageError,
   locatePages,
   PE_LAZY,

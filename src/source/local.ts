@@ -5,7 +5,12 @@
  * @module
  */
 import { closeFd, openRead, pread, SysError } from "../../ffi/mod.ts";
-import { ImageDir, ImageError, locatePages, PAGE_SIZE } from "../images/mod.ts";
+import {
+  type ImageDir,
+  ImageError,
+  locatePages,
+  PAGE_SIZE,
+} from "../images/mod.ts";
 import type { PageSource, ReadRequest, SourceStats } from "./types.ts";
 
 /**
