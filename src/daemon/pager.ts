@@ -101,7 +101,11 @@ export class Pager {
     // The background pass continues right after the window: what a
     // process touched last is the best guess of what it touches next.
     p.cursor = win.end;
-    return this.#deliver(p, carve(p.lazy, win.start, win.end), false);
+    return this.#deliver(
+      p,
+      carve(p.lazy, win),
+      false,
+    );
   }
 
   /**
@@ -117,7 +121,11 @@ export class Pager {
     });
     if (chunk === undefined) return "done";
     p.cursor = chunk.end;
-    return this.#deliver(p, carve(p.lazy, chunk.start, chunk.end), true);
+    return this.#deliver(
+      p,
+      carve(p.lazy, chunk),
+      true,
+    );
   }
 
   /** UFFD_EVENT_FORK: a child with its own uffd and a copy of what is left. */
@@ -177,7 +185,7 @@ export class Pager {
 
   #drop(p: LazyProcess, range: { start: number; end: number }, what: string) {
     const before = countPages(p.lazy);
-    p.lazy = dropInterval(p.lazy, range.start, range.end);
+    p.lazy = dropInterval(p.lazy, range);
     p.counters.droppedPages += before - countPages(p.lazy);
     this.#log.debug(
       `${p.label}: ${what}: 0x${range.start.toString(16)}(${

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { LazyRange } from "./types.ts";
+import type { Interval, LazyRange } from "./types.ts";
 import {
   checkAligned,
   checkInterval,
@@ -31,9 +31,9 @@ import { mergeLists } from "./range.ts";
  */
 export function carve(
   list: LazyRange[],
-  start: number,
-  end: number,
+  interval: Interval,
 ): LazyRange[] {
+  const { start, end } = interval;
   checkInterval(start, end);
   if (start === end) return [];
   const first = firstEndAbove(list, start);
@@ -70,11 +70,11 @@ export function carve(
  */
 export function dropInterval(
   list: readonly LazyRange[],
-  start: number,
-  end: number,
+  interval: Interval,
 ): LazyRange[] {
+  const { start, end } = interval;
   const out = list.slice();
-  carve(out, start, end);
+  carve(out, { start: start, end: end });
   return out;
 }
 
@@ -116,11 +116,11 @@ export function moveInterval(
   const rest = list.slice();
   if (len === 0 || from === to) return rest;
   const delta = to - from;
-  const moved = carve(rest, from, from + len).map((r) => ({
+  const moved = carve(rest, { start: from, end: from + len }).map((r) => ({
     start: r.start + delta,
     end: r.end + delta,
     image: r.image,
   }));
-  carve(rest, to, to + len);
+  carve(rest, { start: to, end: to + len });
   return mergeLists(rest, moved);
 }

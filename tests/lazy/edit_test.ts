@@ -21,7 +21,7 @@ function sample(): LazyRange[] {
 
 Deno.test("carve takes one page out of the middle of a range", () => {
   const list = [r(0x10000, 0x20000, 0x50000)];
-  const removed = carve(list, 0x13000, 0x14000);
+  const removed = carve(list, { start: 0x13000, end: 0x14000 });
   assert.deepStrictEqual(removed, [r(0x13000, 0x14000, 0x53000)]);
   assert.deepStrictEqual(list, [
     r(0x10000, 0x13000, 0x50000),
@@ -31,23 +31,27 @@ Deno.test("carve takes one page out of the middle of a range", () => {
 
 Deno.test("carve trims range ends and removes whole ranges", () => {
   let list = sample();
-  assert.deepStrictEqual(carve(list, 0x1000, 0x2000), [r(0x1000, 0x2000)]);
+  assert.deepStrictEqual(carve(list, { start: 0x1000, end: 0x2000 }), [
+    r(0x1000, 0x2000),
+  ]);
   assert.deepStrictEqual(list[0], r(0x2000, 0x5000));
-  assert.deepStrictEqual(carve(list, 0xb000, 0xc000), [r(0xb000, 0xc000)]);
+  assert.deepStrictEqual(carve(list, { start: 0xb000, end: 0xc000 }), [
+    r(0xb000, 0xc000),
+  ]);
   assert.deepStrictEqual(list[2], r(0x8000, 0xb000));
-  assert.deepStrictEqual(carve(list, 0x5000, 0x6000), [
+  assert.deepStrictEqual(carve(list, { start: 0x5000, end: 0x6000 }), [
     r(0x5000, 0x6000, 0x20000),
   ]);
   assert.deepStrictEqual(list, [r(0x2000, 0x5000), r(0x8000, 0xb000)]);
 
   list = sample();
-  assert.deepStrictEqual(carve(list, 0, 0x10000), sample());
+  assert.deepStrictEqual(carve(list, { start: 0, end: 0x10000 }), sample());
   assert.deepStrictEqual(list, []);
 });
 
 Deno.test("carve across several ranges and gaps returns sorted pieces", () => {
   const list = sample();
-  const removed = carve(list, 0x3000, 0x9000);
+  const removed = carve(list, { start: 0x3000, end: 0x9000 });
   assert.deepStrictEqual(removed, [
     r(0x3000, 0x5000),
     r(0x5000, 0x6000, 0x20000),
@@ -59,11 +63,11 @@ Deno.test("carve across several ranges and gaps returns sorted pieces", () => {
 
 Deno.test("carve of uncovered or empty intervals is a no-op", () => {
   const list = sample();
-  assert.deepStrictEqual(carve(list, 0x6000, 0x8000), []);
-  assert.deepStrictEqual(carve(list, 0x20000, 0x30000), []);
-  assert.deepStrictEqual(carve(list, 0, 0x1000), []);
-  assert.deepStrictEqual(carve(list, 0x2000, 0x2000), []);
-  assert.deepStrictEqual(carve([], 0x2000, 0x3000), []);
+  assert.deepStrictEqual(carve(list, { start: 0x6000, end: 0x8000 }), []);
+  assert.deepStrictEqual(carve(list, { start: 0x20000, end: 0x30000 }), []);
+  assert.deepStrictEqual(carve(list, { start: 0, end: 0x1000 }), []);
+  assert.deepStrictEqual(carve(list, { start: 0x2000, end: 0x2000 }), []);
+  assert.deepStrictEqual(carve([], { start: 0x2000, end: 0x3000 }), []);
   assert.deepStrictEqual(list, sample());
 });
 
@@ -71,19 +75,19 @@ Deno.test("carve does not modify range objects shared with other lists", () => {
   const list = sample();
   const other = list.slice();
   const objects = other.map((x) => ({ ...x }));
-  carve(list, 0x2000, 0x3000);
-  carve(list, 0x8000, 0x9000);
+  carve(list, { start: 0x2000, end: 0x3000 });
+  carve(list, { start: 0x8000, end: 0x9000 });
   assert.deepStrictEqual(other, objects);
 });
 
 Deno.test("carve rejects unaligned, unsafe or reversed intervals", () => {
   const list = sample();
-  assert.throws(() => carve(list, 0x1001, 0x2000), RangeError);
-  assert.throws(() => carve(list, 0x1000, 0x2001), RangeError);
-  assert.throws(() => carve(list, 0x3000, 0x2000), RangeError);
-  assert.throws(() => carve(list, -P, 0x2000), RangeError);
-  assert.throws(() => carve(list, 0, 2 ** 53), RangeError);
-  assert.throws(() => carve(list, NaN, 0x2000), RangeError);
+  assert.throws(() => carve(list, { start: 0x1001, end: 0x2000 }), RangeError);
+  assert.throws(() => carve(list, { start: 0x1000, end: 0x2001 }), RangeError);
+  assert.throws(() => carve(list, { start: 0x3000, end: 0x2000 }), RangeError);
+  assert.throws(() => carve(list, { start: -P, end: 0x2000 }), RangeError);
+  assert.throws(() => carve(list, { start: 0, end: 2 ** 53 }), RangeError);
+  assert.throws(() => carve(list, { start: NaN, end: 0x2000 }), RangeError);
   assert.deepStrictEqual(list, sample());
 });
 
@@ -97,7 +101,9 @@ Deno.test("carve works on a large list with one search and one splice", () => {
   }
   for (let i = 0; i < 50_000; i += 7) {
     const page = 2 ** 46 + i * 5 * P + 2 * P;
-    assert.deepStrictEqual(carve(list, page, page + P), [r(page, page + P)]);
+    assert.deepStrictEqual(carve(list, { start: page, end: page + P }), [
+      r(page, page + P),
+    ]);
   }
   assert.equal(list.length, 50_000 + Math.ceil(50_000 / 7));
   assertRangeList(list);
@@ -111,18 +117,27 @@ Deno.test("dropInterval handles lengths of 4 GiB and more exactly", () => {
     ];
     // Lengths chosen so that their low 32 bits are 0 or tiny: a truncating
     // implementation would drop nothing or almost nothing.
-    const out = dropInterval(list, base + 2 * GiB, base + 2 * GiB + 4 * GiB);
+    const out = dropInterval(list, {
+      start: base + 2 * GiB,
+      end: base + 2 * GiB + 4 * GiB,
+    });
     assert.deepStrictEqual(out, [
       r(base, base + 2 * GiB, base + GiB),
       r(base + 6 * GiB, base + 10 * GiB, base + 7 * GiB),
       r(base + 11 * GiB, base + 20 * GiB),
     ]);
-    const out2 = dropInterval(list, base + P, base + 16 * GiB + P);
+    const out2 = dropInterval(list, {
+      start: base + P,
+      end: base + 16 * GiB + P,
+    });
     assert.deepStrictEqual(out2, [
       r(base, base + P, base + GiB),
       r(base + 16 * GiB + P, base + 20 * GiB, base + 16 * GiB + P),
     ]);
-    assert.deepStrictEqual(dropInterval(list, base, base + 20 * GiB), []);
+    assert.deepStrictEqual(
+      dropInterval(list, { start: base, end: base + 20 * GiB }),
+      [],
+    );
     assert.equal(list.length, 2, "input untouched");
   }
 });

@@ -218,7 +218,7 @@ function run(s: Scenario) {
         // carve (fault / request bookkeeping)
         const iv = randomInterval();
         what += ` carve [${iv.start}, ${iv.end})`;
-        const removed = carve(list, iv.start, iv.end);
+        const removed = carve(list, { start: iv.start, end: iv.end });
         checkPieces(removed, before, iv);
         const gone = toModel(removed, s);
         for (const [u, img] of model) {
@@ -230,7 +230,7 @@ function run(s: Scenario) {
         // dropInterval (UNMAP / REMOVE)
         const iv = randomInterval();
         what += ` drop [${iv.start}, ${iv.end})`;
-        list = dropInterval(list, iv.start, iv.end);
+        list = dropInterval(list, { start: iv.start, end: iv.end });
         assert.deepStrictEqual(before, snapshot, "input modified");
         for (const u of [...model.keys()]) {
           if (unitAddr(u) >= iv.start && unitAddr(u) < iv.end) model.delete(u);
@@ -282,7 +282,9 @@ function run(s: Scenario) {
         );
         assert.deepStrictEqual(list, snapshot, "input modified");
         if (w !== undefined && aligned(w) && rng.chance(0.7)) {
-          assert.deepStrictEqual(carve(list, w.start, w.end), [w]);
+          assert.deepStrictEqual(carve(list, { start: w.start, end: w.end }), [
+            w,
+          ]);
           for (let a = w.start; a < w.end; a += s.unit) {
             model.delete((a - s.base) / s.unit);
           }
@@ -304,7 +306,9 @@ function run(s: Scenario) {
         );
         assert.deepStrictEqual(list, snapshot, "input modified");
         if (c !== undefined && aligned(c) && rng.chance(0.7)) {
-          assert.deepStrictEqual(carve(list, c.start, c.end), [c]);
+          assert.deepStrictEqual(carve(list, { start: c.start, end: c.end }), [
+            c,
+          ]);
           for (let a = c.start; a < c.end; a += s.unit) {
             model.delete((a - s.base) / s.unit);
           }
@@ -318,7 +322,7 @@ function run(s: Scenario) {
         const iv = randomInterval();
         what += ` fork with in-flight [${iv.start}, ${iv.end})`;
         const rest = copyRanges(list);
-        const inFlight = carve(rest, iv.start, iv.end);
+        const inFlight = carve(rest, { start: iv.start, end: iv.end });
         const child = mergeLists(rest, inFlight);
         assertRangeList(child);
         assert.deepStrictEqual(toModel(child, s), model);
@@ -328,7 +332,10 @@ function run(s: Scenario) {
       } else {
         // invalid arguments leave the list alone
         what += " bad arguments";
-        assert.throws(() => carve(list, s.base + 1, s.base + P), RangeError);
+        assert.throws(
+          () => carve(list, { start: s.base + 1, end: s.base + P }),
+          RangeError,
+        );
         assert.throws(
           () => moveInterval(list, { from: s.base, to: s.base, len: 1 }),
           RangeError,
