@@ -7,10 +7,8 @@
  * @module
  */
 import {
-  allocPages,
   E,
   errnoName,
-  type PageBuffer,
   uffdCopy,
   uffdUnregister,
   uffdWake,
@@ -27,9 +25,9 @@ import {
   moveInterval,
   nextChunk,
 } from "../lazy/mod.ts";
-import type { PageSource } from "../source/mod.ts";
+import type { Chunk, PageSource } from "../source/mod.ts";
 import type { Logger } from "./log.ts";
-import { LazyProcess } from "./process.ts";
+import { type InFlight, LazyProcess } from "./process.ts";
 
 const PAGE = 4096;
 
@@ -55,64 +53,67 @@ export const DEFAULT_PAGER_OPTIONS: PagerOptions = {
  * What happened to a request:
  * - "done": delivered (or nothing was left to deliver);
  * - "retry": the kernel is delivering a fork/remap/remove/unmap event to the
- *   daemon (EAGAIN with nothing copied); read the uffd, then try again;
+ *   daemon (EAGAIN with nothing copied); read the uffd, then try again
+ *   (a fault: handle it again; a completion: call `complete` again);
  * - "exited": the process is gone;
  * - "failed": the pages cannot be delivered; `process.reason` says why and
  *   the runtime must stop the process before it runs on missing memory.
  */
 export type Outcome = "done" | "retry" | "exited" | "failed";
 
+/** A request in flight and the process it is for: the tag given to sources. */
+export interface Pending {
+  p: LazyProcess;
+  req: InFlight;
+}
+
 /** The paging policy over one page source. */
 export class Pager {
   readonly options: PagerOptions;
-  readonly #source: PageSource;
+  readonly #source: PageSource<Pending>;
   readonly #log: Logger;
-  readonly #buf: PageBuffer;
 
-  constructor(source: PageSource, log: Logger, options: PagerOptions) {
+  constructor(
+    source: PageSource<Pending>,
+    log: Logger,
+    options: PagerOptions,
+  ) {
     this.#source = source;
     this.#log = log;
     this.options = options;
-    // One buffer serves every copy: requests are handled one at a time, and
-    // the kernel copies out of it during the ioctl. It lives as long as the
-    // pager so V8 never frees memory whose address the kernel holds.
-    this.#buf = allocPages(
-      Math.max(options.faultWindow, options.backgroundChunk),
-    );
   }
 
   /**
    * Serves a page fault at `addr`: the window of lazy pages from the
    * faulting page on, or a zero page when nothing lazy is there (never
-   * dumped, already delivered, or dropped). The write/read flag does not
-   * matter: missing-mode faults want the page either way.
+   * dumped, already delivered, or dropped). Nothing is done for a page
+   * already on its way: its copy wakes every thread waiting for it. The
+   * write/read flag does not matter: missing-mode faults want the page
+   * either way.
    */
   fault(p: LazyProcess, addr: number): Outcome {
     p.counters.faults++;
     const page = addr - addr % PAGE;
+    if (this.#log.debugOn) {
+      this.#log.debug(`${p.label}: #PF at 0x${addr.toString(16)}`);
+    }
+    if (inFlight(p, page)) return "done";
     const win = faultWindow(p.lazy, page, {
       before: 0,
       after: this.options.faultWindow,
     });
-    if (this.#log.debugOn) {
-      this.#log.debug(`${p.label}: #PF at 0x${addr.toString(16)}`);
-    }
     if (win === undefined) return this.#zero(p, page);
     // The background pass continues right after the window: what a
     // process touched last is the best guess of what it touches next.
     p.cursor = win.end;
-    return this.#deliver(
-      p,
-      carve(p.lazy, win),
-      false,
-    );
+    return this.#request(p, carve(p.lazy, win), false);
   }
 
   /**
-   * Pushes one background chunk of `p`, continuing after its last fault
+   * Starts one background chunk of `p`, continuing after its last fault
    * window or chunk, so that a process reading sequentially finds its next
-   * pages already there. Returns "done" with nothing sent when `p` has no lazy
-   * pages left.
+   * pages already there. Returns "done" with nothing sent when `p` has no
+   * lazy pages left.
    */
   background(p: LazyProcess): Outcome {
     const chunk = nextChunk(p.lazy, {
@@ -121,16 +122,71 @@ export class Pager {
     });
     if (chunk === undefined) return "done";
     p.cursor = chunk.end;
-    return this.#deliver(
-      p,
-      carve(p.lazy, chunk),
-      true,
-    );
+    return this.#request(p, carve(p.lazy, chunk), true);
   }
 
-  /** UFFD_EVENT_FORK: a child with its own uffd and a copy of what is left. */
+  /**
+   * Copies the data of a request that arrived (or arrived earlier and got
+   * "retry") into the process, wherever its pieces are now. Pages beyond a
+   * short reply go back to the lazy ranges. The chunk is released unless
+   * the outcome is "retry" (call again after draining the uffd).
+   */
+  complete(pending: Pending, chunk: Chunk): Outcome {
+    const { p, req } = pending;
+    if (!p.active) {
+      chunk.release();
+      return "done";
+    }
+    const have = chunk.bytes.byteLength;
+    while (req.pieces.length > 0) {
+      const piece = req.pieces[0];
+      const off = piece.image - req.image;
+      if (off >= have) {
+        // A short reply: the page server's run ended. Ask again later.
+        p.lazy = mergeLists(p.lazy, req.pieces);
+        req.pieces = [];
+        break;
+      }
+      const len = Math.min(piece.end - piece.start, have - off);
+      const r = this.#copy(p, {
+        piece,
+        len,
+        src: chunk.address + off,
+        background: req.background,
+      });
+      if (r.outcome === "retry") {
+        req.pieces[0] = {
+          start: piece.start + r.done,
+          end: piece.end,
+          image: piece.image + r.done,
+        };
+        return "retry";
+      }
+      if (r.outcome !== "done") {
+        chunk.release();
+        return r.outcome;
+      }
+      if (len < piece.end - piece.start) {
+        req.pieces[0] = {
+          start: piece.start + len,
+          end: piece.end,
+          image: piece.image + len,
+        };
+      } else req.pieces.shift();
+    }
+    p.inflight.splice(p.inflight.indexOf(req), 1);
+    chunk.release();
+    return "done";
+  }
+
+  /**
+   * UFFD_EVENT_FORK: a child with its own uffd. It needs what the parent
+   * still needs, including what is on its way to the parent: those pages
+   * were not there when the kernel copied the parent's page tables.
+   */
   fork(parent: LazyProcess, ufd: number): LazyProcess {
-    const lazy = copyRanges(parent.lazy);
+    let lazy = copyRanges(parent.lazy);
+    for (const r of parent.inflight) lazy = mergeLists(lazy, r.pieces);
     const child = new LazyProcess({
       imagePid: parent.imagePid,
       uffd: ufd,
@@ -151,6 +207,7 @@ export class Pager {
       } (${move.len})`,
     );
     p.lazy = moveInterval(p.lazy, move);
+    for (const r of p.inflight) r.pieces = moveInterval(r.pieces, move);
   }
 
   /**
@@ -178,20 +235,134 @@ export class Pager {
     this.#drop(p, range, "UNMAP");
   }
 
-  /** Releases the copy buffer. */
-  close(): void {
-    this.#buf.free();
-  }
-
   #drop(p: LazyProcess, range: { start: number; end: number }, what: string) {
     const before = countPages(p.lazy);
     p.lazy = dropInterval(p.lazy, range);
-    p.counters.droppedPages += before - countPages(p.lazy);
+    let dropped = before - countPages(p.lazy);
+    for (const r of p.inflight) {
+      const was = countPages(r.pieces);
+      r.pieces = dropInterval(r.pieces, range);
+      dropped += was - countPages(r.pieces);
+    }
+    p.counters.droppedPages += dropped;
     this.#log.debug(
       `${p.label}: ${what}: 0x${range.start.toString(16)}(${
         range.end - range.start
       })`,
     );
+  }
+
+  /**
+   * Sends (or, for local images, reads and copies at once) the pieces
+   * just carved out of `p.lazy`: contiguous, one lazy range. A synchronous
+   * "retry" puts them back, so the caller simply handles the fault again.
+   */
+  #request(p: LazyProcess, pieces: LazyRange[], background: boolean): Outcome {
+    let len = 0;
+    for (const x of pieces) len += x.end - x.start;
+    const req: InFlight = { image: pieces[0].image, len, pieces, background };
+    p.inflight.push(req);
+    const pending = { p, req };
+    let chunk: Chunk | undefined;
+    try {
+      chunk = this.#source.fetch({
+        pid: p.imagePid,
+        image: req.image,
+        len,
+        urgent: !background,
+      }, pending);
+    } catch (e) {
+      return this.#fail(
+        p,
+        `cannot read ${len / PAGE} pages at image address 0x${
+          req.image.toString(16)
+        }: ${(e as Error).message}`,
+      );
+    }
+    if (chunk === undefined) return "done"; // on its way
+    const outcome = this.complete(pending, chunk);
+    if (outcome === "retry") {
+      p.lazy = mergeLists(p.lazy, req.pieces);
+      p.inflight.splice(p.inflight.indexOf(req), 1);
+      chunk.release();
+    }
+    return outcome;
+  }
+
+  /**
+   * UFFDIO_COPY of `len` bytes of one piece. Pages already copied stay
+   * copied; `done` says how far it got. The copy size drops to one page
+   * once a multi-page copy hits ENOENT, which happens when the range now
+   * spans two VMAs (an mprotect split produces no event): single pages find
+   * the seam.
+   */
+  #copy(
+    p: LazyProcess,
+    c: { piece: LazyRange; len: number; src: number; background: boolean },
+  ): { outcome: Outcome; done: number } {
+    const { piece, len, src } = c;
+    let off = 0;
+    let step = len;
+    while (off < len) {
+      const n = Math.min(step, len - off);
+      const r = uffdCopy(p.uffd, {
+        dst: piece.start + off,
+        src: src + off,
+        len: n,
+      });
+      if (r.copied > 0) {
+        off += r.copied;
+        p.counters.copiedPages += r.copied / PAGE;
+        if (c.background) p.counters.backgroundPages += r.copied / PAGE;
+      }
+      if (r.error === 0) continue;
+      switch (r.error) {
+        case E.EAGAIN:
+          // With progress: the copy stopped at a page it could not fill,
+          // and the next call reports that page's own error. Without: a
+          // non-cooperative event is waiting to be read.
+          if (r.copied > 0) continue;
+          return { outcome: "retry", done: off };
+        case E.EEXIST:
+          // The page is already there (a racing fault, or written after a
+          // REMOVE unregistered it); it is not ours to fill any more.
+          off += PAGE;
+          p.counters.presentPages++;
+          continue;
+        case E.ENOENT:
+          if (n > PAGE) {
+            step = PAGE;
+            continue;
+          }
+          return {
+            outcome: this.#fail(
+              p,
+              `0x${(piece.start + off).toString(16)} is lazy but not ` +
+                "registered with its userfaultfd (ENOENT): the process would read zeros there",
+            ),
+            done: off,
+          };
+        case E.ESRCH:
+        case E.ENOSPC:
+          return { outcome: "exited", done: off };
+        default:
+          return {
+            outcome: this.#fail(
+              p,
+              `UFFDIO_COPY of ${n} bytes at 0x${
+                (piece.start + off).toString(16)
+              }: ${errnoName(r.error)}`,
+            ),
+            done: off,
+          };
+      }
+    }
+    if (this.#log.debugOn) {
+      this.#log.debug(
+        `${p.label}: uffd_copy: 0x${piece.start.toString(16)}/${len}`,
+      );
+    }
+    return { outcome: "done", done: off };
   }
 
   #zero(p: LazyProcess, page: number): Outcome {
@@ -221,110 +392,6 @@ export class Pager {
     }
   }
 
-  /**
-   * Reads `pieces` (carved out of `p.lazy`, contiguous, one lazy range)
-   * and copies them in. Whatever cannot be copied yet goes back to
-   * `p.lazy`, so no page is ever lost from the bookkeeping.
-   */
-  #deliver(p: LazyProcess, pieces: LazyRange[], background: boolean): Outcome {
-    for (let i = 0; i < pieces.length; i++) {
-      const outcome = this.#deliverOne(p, pieces[i], background);
-      if (outcome !== "done") {
-        if (outcome === "retry" && i + 1 < pieces.length) {
-          p.lazy = mergeLists(p.lazy, pieces.slice(i + 1));
-        }
-        return outcome;
-      }
-    }
-    return "done";
-  }
-
-  #deliverOne(p: LazyProcess, piece: LazyRange, background: boolean): Outcome {
-    const len = piece.end - piece.start;
-    const data = this.#buf.bytes.subarray(0, len);
-    try {
-      this.#source.read(p.imagePid, { image: piece.image, into: data });
-    } catch (e) {
-      return this.#fail(
-        p,
-        `cannot read ${len / PAGE} pages at image address 0x${
-          piece.image.toString(16)
-        }: ${(e as Error).message}`,
-      );
-    }
-    // Pages already copied stay copied; on any early return the rest of
-    // the piece is put back. `step` drops to one page once a multi-page
-    // copy hits ENOENT, which happens when the range now spans two VMAs
-    // (an mprotect split produces no event): single pages find the seam.
-    let off = 0;
-    let step = len;
-    while (off < len) {
-      const n = Math.min(step, len - off);
-      const r = uffdCopy(p.uffd, {
-        dst: piece.start + off,
-        src: this.#buf.address + off,
-        len: n,
-      });
-      if (r.copied > 0) {
-        off += r.copied;
-        p.counters.copiedPages += r.copied / PAGE;
-        if (background) p.counters.backgroundPages += r.copied / PAGE;
-      }
-      if (r.error === 0) continue;
-      switch (r.error) {
-        case E.EAGAIN:
-          // With progress: the copy stopped at a page it could not fill,
-          // and the next call reports that page's own error. Without: a
-          // non-cooperative event is waiting to be read.
-          if (r.copied > 0) continue;
-          this.#putBack(p, piece, off);
-          return "retry";
-        case E.EEXIST:
-          // The page is already there (a racing fault, or written after a
-          // REMOVE unregistered it); it is not ours to fill any more.
-          off += PAGE;
-          p.counters.presentPages++;
-          continue;
-        case E.ENOENT:
-          if (n > PAGE) {
-            step = PAGE;
-            continue;
-          }
-          return this.#fail(
-            p,
-            `0x${(piece.start + off).toString(16)} is lazy but not ` +
-              "registered with its userfaultfd (ENOENT): the process would read zeros there",
-          );
-        case E.ESRCH:
-        case E.ENOSPC:
-          return "exited";
-        default:
-          this.#putBack(p, piece, off);
-          return this.#fail(
-            p,
-            `UFFDIO_COPY of ${n} bytes at 0x${
-              (piece.start + off).toString(16)
-            }: ${errnoName(r.error)}`,
-          );
-      }
-    }
-    if (this.#log.debugOn) {
-      this.#log.debug(
-        `${p.label}: uffd_copy: 0x${piece.start.toString(16)}/${len}`,
-      );
-    }
-    return "done";
-  }
-
-  #putBack(p: LazyProcess, piece: LazyRange, off: number): void {
-    if (off >= piece.end - piece.start) return;
-    p.lazy = mergeLists(p.lazy, [{
-      start: piece.start + off,
-      end: piece.end,
-      image: piece.image + off,
-    }]);
-  }
-
   #wake(p: LazyProcess, page: number): void {
     try {
       uffdWake(p.uffd, { start: page, len: PAGE });
@@ -337,4 +404,14 @@ export class Pager {
     p.reason = reason;
     return "failed";
   }
+}
+
+/** Whether `page` of `p` is part of a request on its way. */
+function inFlight(p: LazyProcess, page: number): boolean {
+  for (const r of p.inflight) {
+    for (const x of r.pieces) {
+      if (page >= x.start && page < x.end) return true;
+    }
+  }
+  return false;
 }

@@ -49,6 +49,23 @@ export interface ProcessInit {
   label: string;
 }
 
+/**
+ * A request whose data has not been copied in yet. `pieces` are the parts
+ * still to copy, at their current addresses: fork, remap, remove and unmap
+ * events update them while the data is on its way, so a late reply lands
+ * where the memory is now, or nowhere if it is gone.
+ */
+export interface InFlight {
+  /** Dump-time address of the request's first byte: the chunk's offset base. */
+  image: number;
+  /** Bytes requested. */
+  len: number;
+  /** What is left to copy, sorted, disjoint from the process's lazy ranges. */
+  pieces: LazyRange[];
+  /** Background transfer (not a fault). */
+  background: boolean;
+}
+
 /** A restored process the daemon is filling. */
 export class LazyProcess {
   readonly imagePid: number;
@@ -58,6 +75,8 @@ export class LazyProcess {
   pidfd: number | undefined;
   /** Sorted lazy ranges still to deliver (current addresses). */
   lazy: LazyRange[];
+  /** Requests on their way (asynchronous sources only stay here long). */
+  inflight: InFlight[] = [];
   /** Where the background pass continues (a current address). */
   cursor = 0;
   /** Set once the process is finished, gone or failed. */
@@ -87,5 +106,10 @@ export class LazyProcess {
   /** Still being served (not complete, exited or failed). */
   get active(): boolean {
     return this.end === undefined;
+  }
+
+  /** Nothing left to deliver and nothing on its way. */
+  get drained(): boolean {
+    return this.lazy.length === 0 && this.inflight.length === 0;
   }
 }

@@ -347,7 +347,7 @@ class Runtime {
       if (this.#faults.size === 0 && this.#finished) this.#backgroundStep();
       if (this.#finished) {
         for (const p of this.#procs) {
-          if (p.active && p.lazy.length === 0 && !this.#faults.has(p)) {
+          if (p.active && p.drained && !this.#faults.has(p)) {
             this.#finish(p, "complete");
           }
         }
@@ -621,7 +621,6 @@ class Runtime {
       } catch { /* gone */ }
     }
     if (this.#conn >= 0) closeFd(this.#conn);
-    this.#pager?.close();
     this.#source?.close();
   }
 

@@ -4,14 +4,29 @@
  *
  * @module
  */
-import { closeFd, openRead, pread, SysError } from "../../ffi/mod.ts";
+import {
+  allocPages,
+  closeFd,
+  openRead,
+  type PageBuffer,
+  pread,
+  SysError,
+} from "../../ffi/mod.ts";
 import {
   type ImageDir,
   ImageError,
   locatePages,
   PAGE_SIZE,
 } from "../images/mod.ts";
-import type { PageSource, ReadRequest, SourceStats } from "./types.ts";
+import type { Chunk, Fetch, PageSource, SourceStats } from "./types.ts";
+
+/** One read: `into.byteLength` bytes (whole pages) from dump-time address `image`. */
+export interface ReadRequest {
+  /** Dump-time address of the first page. */
+  image: number;
+  /** Destination; its length is the amount to read. */
+  into: Uint8Array;
+}
 
 /**
  * Reads page contents straight from image files with `pread`, one call per
@@ -21,6 +36,7 @@ import type { PageSource, ReadRequest, SourceStats } from "./types.ts";
 export class LocalSource implements PageSource {
   readonly kind = "local";
   readonly #dir: ImageDir;
+  #buf: PageBuffer | undefined;
   readonly #fds = new Map<string, number>();
   readonly #bytesByFile = new Map<string, number>();
   #zeroBytes = 0;
@@ -28,6 +44,27 @@ export class LocalSource implements PageSource {
   /** A source over `dir` and its parents. */
   constructor(dir: ImageDir) {
     this.#dir = dir;
+  }
+
+  /**
+   * Reads a request synchronously into the source's own page-aligned
+   * buffer (one buffer: the daemon copies each chunk in before it fetches
+   * the next). Throws ImageError.
+   */
+  fetch(request: Fetch): Chunk {
+    if (!this.#buf || this.#buf.size < request.len) {
+      this.#buf?.free();
+      // Kept for the source's lifetime: the kernel reads from its address.
+      this.#buf = allocPages(Math.max(request.len, 1 << 20));
+    }
+    const bytes = this.#buf.bytes.subarray(0, request.len);
+    this.read(request.pid, { image: request.image, into: bytes });
+    return { address: this.#buf.address, bytes, release: () => {} };
+  }
+
+  /** Always: reads are synchronous. */
+  canFetch(): boolean {
+    return true;
   }
 
   /**
@@ -84,8 +121,10 @@ export class LocalSource implements PageSource {
     };
   }
 
-  /** Closes the pages files. */
+  /** Closes the pages files and frees the buffer. */
   close(): void {
+    this.#buf?.free();
+    this.#buf = undefined;
     for (const fd of this.#fds.values()) closeFd(fd);
     this.#fds.clear();
   }

@@ -4,5 +4,11 @@
  *
  * @module
  */
-export { LocalSource } from "./local.ts";
-export type { PageSource, ReadRequest, SourceStats } from "./types.ts";
+export { LocalSource, type ReadRequest } from "./local.ts";
+export type {
+  Chunk,
+  Completion,
+  Fetch,
+  PageSource,
+  SourceStats,
+} from "./types.ts";
