@@ -158,6 +158,58 @@ export const SYMBOLS = {
     result: "isize", // ssize_t
     nonblocking: false,
   },
+  /** `ssize_t send(int sockfd, const void *buf, size_t len, int flags)` */
+  send: {
+    parameters: [
+      "i32", // int sockfd
+      "buffer", // const void *buf
+      "usize", // size_t len
+      "i32", // int flags
+    ],
+    result: "isize", // ssize_t
+    nonblocking: false,
+  },
+  /** `ssize_t recv(int sockfd, void *buf, size_t len, int flags)` */
+  recv: {
+    parameters: [
+      "i32", // int sockfd
+      "buffer", // void *buf
+      "usize", // size_t len
+      "i32", // int flags
+    ],
+    result: "isize", // ssize_t
+    nonblocking: false,
+  },
+  /**
+   * `int getaddrinfo(const char *node, const char *service,
+   * const struct addrinfo *hints, struct addrinfo **res)`
+   */
+  getaddrinfo: {
+    parameters: [
+      "buffer", // const char *node
+      "buffer", // const char *service
+      "buffer", // const struct addrinfo *hints
+      "buffer", // struct addrinfo **res
+    ],
+    result: "i32", // int (0 or an EAI_* code)
+    nonblocking: false,
+  },
+  /** `void freeaddrinfo(struct addrinfo *res)` */
+  freeaddrinfo: {
+    parameters: [
+      "pointer", // struct addrinfo *res
+    ],
+    result: "void",
+    nonblocking: false,
+  },
+  /** `const char *gai_strerror(int errcode)` */
+  gai_strerror: {
+    parameters: [
+      "i32", // int errcode
+    ],
+    result: "pointer", // const char *
+    nonblocking: false,
+  },
   /** `ssize_t read(int fd, void *buf, size_t count)` */
   read: {
     parameters: [

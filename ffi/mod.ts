@@ -100,6 +100,7 @@ export {
   eventfdWrite,
   MAX_EVENTS,
 } from "./epoll.ts";
+export { connectTcp, recvSome, sendSome, type TcpConnection } from "./net.ts";
 export {
   closeFd,
   getpid,

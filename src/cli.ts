@@ -8,7 +8,11 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import denoJson from "../deno.json" with { type: "json" };
-import { DEFAULT_PAGER_OPTIONS, serve } from "./daemon/mod.ts";
+import {
+  DEFAULT_BACKGROUND_INFLIGHT,
+  DEFAULT_PAGER_OPTIONS,
+  serve,
+} from "./daemon/mod.ts";
 import { formatReport, inspect } from "./inspect.ts";
 
 /** lazyd's version. */
@@ -29,6 +33,10 @@ Options (as criu lazy-pages):
   -v, -vv, -vN, --verbosity=N
                           log level 0..4 (default 2; 3 adds info and timestamps, 4 debug)
       --status-fd FD      write one 0 byte to FD and close it once restore may start
+      --page-server       fetch lazy pages from the source's page server
+                          (criu dump --lazy-pages / criu page-server --lazy-pages)
+      --address HOST      page server host name or address (IPv4, IPv6)
+      --port PORT         page server TCP port
 Options of lazyd:
       --stats-file FILE   write JSON statistics here at exit (relative to the work dir)
       --fault-window N    pages fetched per fault, from the faulting page on (default ${
@@ -85,6 +93,10 @@ async function daemon(args: string[]): Promise<number> {
       "fault-window": { type: "string" },
       "background-chunk": { type: "string" },
       "no-default-config": { type: "boolean" },
+      "page-server": { type: "boolean" },
+      address: { type: "string" },
+      port: { type: "string" },
+      "background-inflight": { type: "string" },
     },
     strict: true,
     allowPositionals: false,
@@ -99,6 +111,19 @@ async function daemon(args: string[]): Promise<number> {
         `--status-fd takes a file descriptor, not "${values["status-fd"]}"`,
       );
     }
+  }
+  let pageServer: { host: string; port: number } | undefined;
+  if (values["page-server"]) {
+    const port = Number(values.port);
+    if (!values.address) throw new UsageError("--page-server needs --address");
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new UsageError(
+        `--page-server needs --port 1..65535, not "${values.port ?? ""}"`,
+      );
+    }
+    pageServer = { host: values.address, port };
+  } else if (values.address !== undefined || values.port !== undefined) {
+    throw new UsageError("--address and --port go with --page-server");
   }
   const entry = Deno.mainModule;
   return await serve({
@@ -120,6 +145,12 @@ async function daemon(args: string[]): Promise<number> {
         DEFAULT_PAGER_OPTIONS.backgroundChunk,
       ),
     },
+    pageServer,
+    backgroundInflight: pages(
+      "background-inflight",
+      values["background-inflight"],
+      DEFAULT_BACKGROUND_INFLIGHT,
+    ),
     workerModule: entry,
   });
 }

@@ -13,6 +13,13 @@ import type { RuntimeConfig } from "./runtime.ts";
 import type { WorkerReport } from "./worker.ts";
 
 export { DEFAULT_PAGER_OPTIONS, type PagerOptions } from "./pager.ts";
+
+/**
+ * Background bytes on the wire at once in page-server mode: enough to keep
+ * a fast link busy, little enough that a fault's reply, queued behind them
+ * on the one TCP stream, is not held up for long.
+ */
+export const DEFAULT_BACKGROUND_INFLIGHT = 1 << 20;
 export { RESTORE_FINISHED, type RuntimeConfig, type Stats } from "./runtime.ts";
 export { inWorker, workerMain } from "./worker.ts";
 

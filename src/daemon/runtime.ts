@@ -20,6 +20,7 @@ import {
   Epoll,
   EPOLLHUP,
   EPOLLIN,
+  EPOLLOUT,
   EPOLLRDHUP,
   eventfdRead,
   getuid,
@@ -39,10 +40,21 @@ import {
 } from "../../ffi/mod.ts";
 import { ImageDir, ImageError } from "../images/mod.ts";
 import { copyRanges } from "../lazy/mod.ts";
-import { LocalSource, type PageSource } from "../source/mod.ts";
+import {
+  type Chunk,
+  LocalSource,
+  type PageSource,
+  RemoteSource,
+  SourceError,
+} from "../source/mod.ts";
 import { childrenOf, findHostPid, isLive } from "./host_pid.ts";
 import { Logger, now } from "./log.ts";
-import { type Outcome, Pager, type PagerOptions } from "./pager.ts";
+import {
+  type Outcome,
+  Pager,
+  type PagerOptions,
+  type Pending,
+} from "./pager.ts";
 import { makePlan, type Plan } from "./plan.ts";
 import { LazyProcess, type ProcessEnd } from "./process.ts";
 
@@ -67,6 +79,10 @@ export interface RuntimeConfig {
   statsFile?: string;
   /** Paging policy. */
   pager: PagerOptions;
+  /** Fetch lazy pages from this page server instead of local images. */
+  pageServer?: { host: string; port: number };
+  /** Background bytes on the wire at once (page-server mode). */
+  backgroundInflight: number;
   /** Log clock origin shared with the main thread. */
   logOrigin: number;
 }
@@ -101,9 +117,16 @@ export interface Stats {
 const SOCKET_NAME = "lazy-pages.socket";
 const TOKEN_CONTROL = 0;
 const TOKEN_RESTORE = 1;
+const TOKEN_REMOTE = 2;
 
 /** A fatal condition: the run ends, every unfinished process is stopped. */
 class Fatal extends Error {}
+
+/**
+ * The page source is gone: processes that already have every page keep
+ * running, the others are stopped.
+ */
+class SourceLost extends Fatal {}
 
 /**
  * Runs the daemon to completion on the calling thread and returns the exit
@@ -125,13 +148,16 @@ class Runtime {
   #log!: Logger;
   #ep!: Epoll;
   #pager?: Pager;
-  #source?: PageSource;
+  #source?: PageSource<Pending>;
+  #remote?: RemoteSource<Pending>;
+  #remoteOut = false;
+  #retries: { pending: Pending; chunk: Chunk }[] = [];
   #conn = -1;
   #listen = -1;
   #peerPid = 0;
   readonly #procs: LazyProcess[] = [];
   readonly #byToken = new Map<number, { p: LazyProcess; pidfd: boolean }>();
-  #nextToken = 2;
+  #nextToken = 3;
   #faults = new Map<LazyProcess, number[]>();
   #finished = false;
   #finishedMs?: number;
@@ -172,7 +198,16 @@ class Runtime {
       this.#loop();
       code = this.#failed ? 1 : 0;
     } catch (e) {
-      error = e instanceof Fatal || e instanceof ImageError
+      if (e instanceof SourceLost) {
+        // Whoever already has every page needs nothing more from the source.
+        for (const p of this.#procs) {
+          if (p.active && p.drained && !this.#faults.has(p)) {
+            this.#finish(p, "complete");
+          }
+        }
+      }
+      error = e instanceof Fatal || e instanceof ImageError ||
+          e instanceof SourceError
         ? e.message
         : `internal error: ${e instanceof Error ? e.stack : String(e)}`;
       this.#log.error(error);
@@ -189,9 +224,28 @@ class Runtime {
 
   #prepare(): Plan {
     const dir = ImageDir.open(this.#cfg.imagesDir);
-    const plan = makePlan(dir, { local: true });
+    const ps = this.#cfg.pageServer;
+    const plan = makePlan(dir, { local: ps === undefined });
     this.#log.info(`images ${dir.path}: ${plan.pids.length} process(es)`);
-    this.#source = new LocalSource(dir);
+    const local = new LocalSource(dir);
+    this.#source = local;
+    if (ps) {
+      // Connect before listening: an unreachable source then fails the
+      // daemon before restore starts, not after processes were created.
+      this.#remote = RemoteSource.connect<Pending>({
+        host: ps.host,
+        port: ps.port,
+        dir,
+        local,
+        backgroundInflight: this.#cfg.backgroundInflight,
+      });
+      this.#source = this.#remote;
+      this.#log.info(`connected to the page server ${this.#remote.peer}`);
+      this.#ep.add(this.#remote.fd, {
+        events: EPOLLIN | EPOLLRDHUP,
+        token: TOKEN_REMOTE,
+      });
+    }
     this.#pager = new Pager(this.#source, this.#log, this.#cfg.pager);
     const path = `${Deno.cwd()}/${SOCKET_NAME}`;
     this.#listen = listenUnix(SOCKET_NAME, { backlog: 10, mode: 0o600 });
@@ -337,14 +391,16 @@ class Runtime {
 
   #loop(): void {
     while (this.#procs.some((p) => p.active) || !this.#finished) {
-      const busy = this.#faults.size > 0 ||
-        (this.#finished &&
+      const busy = this.#faults.size > 0 || this.#retries.length > 0 ||
+        (this.#finished && this.#source!.canFetch(false) &&
           this.#procs.some((p) => p.active && p.lazy.length > 0));
       for (const ev of this.#ep.wait(busy ? 0 : -1)) {
         this.#dispatch(ev.token, ev.events);
       }
+      this.#retryCompletions();
       this.#serveFaults();
       if (this.#faults.size === 0 && this.#finished) this.#backgroundStep();
+      this.#updateRemoteInterest();
       if (this.#finished) {
         for (const p of this.#procs) {
           if (p.active && p.drained && !this.#faults.has(p)) {
@@ -359,6 +415,7 @@ class Runtime {
   #dispatch(token: number, events: number): void {
     if (token === TOKEN_CONTROL) return this.#onSignal();
     if (token === TOKEN_RESTORE) return this.#onRestore(events);
+    if (token === TOKEN_REMOTE) return this.#onRemote();
     const w = this.#byToken.get(token);
     if (!w || !w.p.active) return; // closed earlier in this batch
     if (w.pidfd) return this.#onPidfd(w.p);
@@ -476,19 +533,62 @@ class Runtime {
   }
 
   /**
-   * One background chunk for the next process in turn, so processes are
-   * filled interleaved rather than one after another.
+   * Background chunks for the processes in turn, so they are filled
+   * interleaved rather than one after another: one chunk per loop turn
+   * from local images (a synchronous copy; faults are polled in between),
+   * as many as the source takes from a page server.
    */
   #backgroundStep(): void {
     const n = this.#procs.length;
-    for (let k = 0; k < n; k++) {
-      const p = this.#procs[(this.#rr + k) % n];
-      if (!p.active || p.lazy.length === 0) continue;
-      this.#rr = (this.#rr + k + 1) % n;
-      const outcome = this.#pager!.background(p);
-      if (outcome !== "retry") this.#settle(p, outcome);
-      return;
+    while (this.#source!.canFetch(false)) {
+      let sent = false;
+      for (let k = 0; k < n && !sent; k++) {
+        const p = this.#procs[(this.#rr + k) % n];
+        if (!p.active || p.lazy.length === 0) continue;
+        this.#rr = (this.#rr + k + 1) % n;
+        const outcome = this.#pager!.background(p);
+        if (outcome !== "retry") this.#settle(p, outcome);
+        sent = true;
+      }
+      if (!sent || this.#remote === undefined) return;
     }
+  }
+
+  /** Replies from the page server: copy them in. */
+  #onRemote(): void {
+    let done;
+    try {
+      done = this.#remote!.onReady();
+    } catch (e) {
+      throw new SourceLost((e as Error).message);
+    }
+    for (const c of done) this.#complete(c.tag, c.chunk);
+  }
+
+  #complete(pending: Pending, chunk: Chunk): void {
+    const outcome = this.#pager!.complete(pending, chunk);
+    // An event is being delivered: read it first (next turn), then copy
+    // the same data to wherever the pages are by then.
+    if (outcome === "retry") this.#retries.push({ pending, chunk });
+    else this.#settle(pending.p, outcome);
+  }
+
+  #retryCompletions(): void {
+    if (this.#retries.length === 0) return;
+    const list = this.#retries;
+    this.#retries = [];
+    for (const r of list) this.#complete(r.pending, r.chunk);
+  }
+
+  /** Polls for EPOLLOUT only while requests wait to be sent. */
+  #updateRemoteInterest(): void {
+    const r = this.#remote;
+    if (!r || r.wantsWrite === this.#remoteOut) return;
+    this.#remoteOut = r.wantsWrite;
+    this.#ep.modify(r.fd, {
+      events: EPOLLIN | EPOLLRDHUP | (this.#remoteOut ? EPOLLOUT : 0),
+      token: TOKEN_REMOTE,
+    });
   }
 
   #settle(p: LazyProcess, outcome: Outcome): void {
@@ -621,6 +721,9 @@ class Runtime {
       } catch { /* gone */ }
     }
     if (this.#conn >= 0) closeFd(this.#conn);
+    // After a failure the session is not closed politely: the source may
+    // be what failed, and the closing exchange must not delay the exit.
+    if (this.#remote && this.#failed) this.#remote.abort();
     this.#source?.close();
   }
 

@@ -5,6 +5,7 @@
  * @module
  */
 export { LocalSource, type ReadRequest } from "./local.ts";
+export { PS, type RemoteOptions, RemoteSource, SourceError } from "./remote.ts";
 export type {
   Chunk,
   Completion,
