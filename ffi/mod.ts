@@ -100,7 +100,14 @@ export {
   eventfdWrite,
   MAX_EVENTS,
 } from "./epoll.ts";
-export { connectTcp, recvSome, sendSome, type TcpConnection } from "./net.ts";
+export {
+  connectTcp,
+  recvSome,
+  resolveTcp,
+  sendSome,
+  type TcpAddress,
+  type TcpConnection,
+} from "./tcp.ts";
 export {
   closeFd,
   getpid,

@@ -16,9 +16,9 @@ import { join } from "node:path";
 import {
   copyImages,
   dump,
+  restoreLazy,
   ROOT,
   run,
-  restoreLazy,
   scratch,
   startDaemon,
   startWorkload,
@@ -27,7 +27,10 @@ import {
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { size: { type: "string", default: "256" }, keep: { type: "boolean" } },
+  options: {
+    size: { type: "string", default: "256" },
+    keep: { type: "boolean" },
+  },
 });
 const size = Number(values.size);
 const lazyd = [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
@@ -44,24 +47,44 @@ try {
   await copyImages(join(dir, "src"), join(dir, "dst"));
 
   step("lazyd inspect (what a lazy restore involves)");
-  const ins = await run(lazyd[0], [...lazyd.slice(1), "inspect", "-D", join(dir, "dst")]);
+  const ins = await run(lazyd[0], [
+    ...lazyd.slice(1),
+    "inspect",
+    "-D",
+    join(dir, "dst"),
+  ]);
   console.log(ins.stdout.trimEnd());
   if (ins.code !== 0) throw new Error(`lazyd inspect exited ${ins.code}`);
 
   step("lazyd -D serves the pages; criu restore --lazy-pages restores at once");
   const d = await startDaemon(
-    [...lazyd, "-D", join(dir, "dst"), "-v3", "-o", "lazyd.log", "--stats-file", "stats.json"],
+    [
+      ...lazyd,
+      "-D",
+      join(dir, "dst"),
+      "-v3",
+      "-o",
+      "lazyd.log",
+      "--stats-file",
+      "stats.json",
+    ],
     join(dir, "dst"),
   );
   const t0 = performance.now();
   const pid = await restoreLazy(join(dir, "dst"));
-  console.log(`restored in ${(performance.now() - t0).toFixed(0)} ms: host pid ${pid}`);
+  console.log(
+    `restored in ${(performance.now() - t0).toFixed(0)} ms: host pid ${pid}`,
+  );
 
   step("the restored processes verify every word of their memory");
   for (const l of await verifyRestored(w, pid)) console.log(l);
   const r = await d.result;
-  console.log(`lazyd exited ${r.code} after ${(performance.now() - t0).toFixed(0)} ms`);
-  const stats = JSON.parse(Deno.readTextFileSync(join(dir, "dst", "stats.json")));
+  console.log(
+    `lazyd exited ${r.code} after ${(performance.now() - t0).toFixed(0)} ms`,
+  );
+  const stats = JSON.parse(
+    Deno.readTextFileSync(join(dir, "dst", "stats.json")),
+  );
   for (const p of stats.processes) {
     const c = p.counters;
     console.log(

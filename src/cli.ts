@@ -69,9 +69,14 @@ function takeVerbosity(args: string[]): { rest: string[]; level: number } {
   return { rest, level: Math.min(explicit ?? level, 4) };
 }
 
+/** A decimal integer, strictly: no sign, blanks, hex or exponent. */
+function integer(v: string | undefined): number {
+  return v !== undefined && /^\d{1,9}$/.test(v) ? Number(v) : NaN;
+}
+
 function pages(name: string, v: string | undefined, dflt: number): number {
   if (v === undefined) return dflt;
-  const n = Number(v);
+  const n = integer(v);
   if (!Number.isInteger(n) || n < 1 || n > 65536) {
     throw new UsageError(
       `--${name} takes a page count from 1 to 65536, not "${v}"`,
@@ -97,6 +102,7 @@ async function daemon(args: string[]): Promise<number> {
       address: { type: "string" },
       port: { type: "string" },
       "background-inflight": { type: "string" },
+      "no-background": { type: "boolean" },
     },
     strict: true,
     allowPositionals: false,
@@ -105,7 +111,7 @@ async function daemon(args: string[]): Promise<number> {
   const workDir = resolve(values["work-dir"] ?? imagesDir);
   let statusFd: number | undefined;
   if (values["status-fd"] !== undefined) {
-    statusFd = Number(values["status-fd"]);
+    statusFd = integer(values["status-fd"]);
     if (!Number.isInteger(statusFd) || statusFd < 0) {
       throw new UsageError(
         `--status-fd takes a file descriptor, not "${values["status-fd"]}"`,
@@ -114,7 +120,7 @@ async function daemon(args: string[]): Promise<number> {
   }
   let pageServer: { host: string; port: number } | undefined;
   if (values["page-server"]) {
-    const port = Number(values.port);
+    const port = integer(values.port);
     if (!values.address) throw new UsageError("--page-server needs --address");
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new UsageError(
@@ -146,6 +152,7 @@ async function daemon(args: string[]): Promise<number> {
       ),
     },
     pageServer,
+    background: !values["no-background"],
     backgroundInflight: pages(
       "background-inflight",
       values["background-inflight"],

@@ -38,8 +38,10 @@ export async function serve(options: ServeOptions): Promise<number> {
   let phase = "starting";
   const { promise, resolve } = Promise.withResolvers<number>();
   const onSignal = () => {
-    if (phase === "starting" || phase === "listening") {
-      // Nothing was handed to us yet: nothing to finish or to protect.
+    if (phase !== "serving") {
+      // Restore has not handed everything over yet (or not connected): no
+      // restored process runs, and if restore is still going it fails and
+      // kills its tree once we are gone. Nothing to finish or to protect.
       try {
         Deno.removeSync(`${rest.workDir}/lazy-pages.socket`);
       } catch { /* not there */ }

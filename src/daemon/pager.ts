@@ -97,7 +97,11 @@ export class Pager {
     if (this.#log.debugOn) {
       this.#log.debug(`${p.label}: #PF at 0x${addr.toString(16)}`);
     }
-    if (inFlight(p, page)) return "done";
+    const waiting = inFlight(p, page);
+    if (waiting) {
+      waiting.waiters.push(page);
+      return "done";
+    }
     const win = faultWindow(p.lazy, page, {
       before: 0,
       after: this.options.faultWindow,
@@ -142,7 +146,13 @@ export class Pager {
       const piece = req.pieces[0];
       const off = piece.image - req.image;
       if (off >= have) {
-        // A short reply: the page server's run ended. Ask again later.
+        // A short reply: the page server's run ended. The rest goes back
+        // to the lazy ranges, and faults waiting for it are asked again.
+        for (const w of req.waiters) {
+          if (req.pieces.some((x) => w >= x.start && w < x.end)) {
+            p.refaults.push(w);
+          }
+        }
         p.lazy = mergeLists(p.lazy, req.pieces);
         req.pieces = [];
         break;
@@ -195,6 +205,9 @@ export class Pager {
       label: `${parent.imagePid}-${ufd}`,
     });
     child.cursor = parent.cursor;
+    // Pages the parent had at the fork are the child's too.
+    child.probeAddr = parent.probeAddr;
+    child.parentHostPid = parent.hostPid;
     this.#log.debug(`${parent.label}: FORK: child with ufd=${ufd}`);
     return child;
   }
@@ -208,6 +221,10 @@ export class Pager {
     );
     p.lazy = moveInterval(p.lazy, move);
     for (const r of p.inflight) r.pieces = moveInterval(r.pieces, move);
+    const a = p.probeAddr;
+    if (a !== undefined && a >= move.from && a < move.from + move.len) {
+      p.probeAddr = a + (move.to - move.from);
+    }
   }
 
   /**
@@ -236,6 +253,10 @@ export class Pager {
   }
 
   #drop(p: LazyProcess, range: { start: number; end: number }, what: string) {
+    const a = p.probeAddr;
+    if (a !== undefined && a >= range.start && a < range.end) {
+      p.probeAddr = undefined;
+    }
     const before = countPages(p.lazy);
     p.lazy = dropInterval(p.lazy, range);
     let dropped = before - countPages(p.lazy);
@@ -260,7 +281,13 @@ export class Pager {
   #request(p: LazyProcess, pieces: LazyRange[], background: boolean): Outcome {
     let len = 0;
     for (const x of pieces) len += x.end - x.start;
-    const req: InFlight = { image: pieces[0].image, len, pieces, background };
+    const req: InFlight = {
+      image: pieces[0].image,
+      len,
+      pieces,
+      background,
+      waiters: [],
+    };
     p.inflight.push(req);
     const pending = { p, req };
     let chunk: Chunk | undefined;
@@ -311,6 +338,7 @@ export class Pager {
         len: n,
       });
       if (r.copied > 0) {
+        p.probeAddr = piece.start + off;
         off += r.copied;
         p.counters.copiedPages += r.copied / PAGE;
         if (c.background) p.counters.backgroundPages += r.copied / PAGE;
@@ -370,6 +398,7 @@ export class Pager {
     switch (r.error) {
       case 0:
         p.counters.zeroPages++;
+        p.probeAddr = page;
         return "done";
       case E.EEXIST: // another thread's fault on this page was served first
         return "done";
@@ -392,6 +421,23 @@ export class Pager {
     }
   }
 
+  /**
+   * Whether the process still lives, asked of its uffd: UFFDIO_ZEROPAGE
+   * on a page it certainly has answers EEXIST while it lives and ESRCH once
+   * its memory is gone, and changes nothing either way. Undefined when
+   * there is no such page to ask about.
+   */
+  alive(p: LazyProcess): boolean | undefined {
+    if (p.probeAddr === undefined) return undefined;
+    const r = uffdZeropage(p.uffd, { start: p.probeAddr, len: PAGE });
+    if (r.error === E.ESRCH || r.error === E.ENOSPC) return false;
+    if (r.error === E.EEXIST) return true;
+    // Mapped a zero page: it was not there after all (it cannot have been
+    // lazy: probeAddr leaves the lazy ranges); or ENOENT/EAGAIN: unknown.
+    if (r.error === 0) return true;
+    return undefined;
+  }
+
   #wake(p: LazyProcess, page: number): void {
     try {
       uffdWake(p.uffd, { start: page, len: PAGE });
@@ -406,12 +452,12 @@ export class Pager {
   }
 }
 
-/** Whether `page` of `p` is part of a request on its way. */
-function inFlight(p: LazyProcess, page: number): boolean {
+/** The request on its way that holds `page` of `p`, if any. */
+function inFlight(p: LazyProcess, page: number): InFlight | undefined {
   for (const r of p.inflight) {
     for (const x of r.pieces) {
-      if (page >= x.start && page < x.end) return true;
+      if (page >= x.start && page < x.end) return r;
     }
   }
-  return false;
+  return undefined;
 }

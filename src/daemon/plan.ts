@@ -58,16 +58,9 @@ export function makePlan(dir: ImageDir, options: PlanOptions): Plan {
   dir.inventory();
   const pstree = dir.pstree();
   const pids = pstree.map((e) => e.pid);
-  const seen = new Set<number>();
   const processes = new Map<number, ProcessPlan>();
+  // pstree() already refused duplicate and zero pids.
   for (const pid of pids) {
-    if (seen.has(pid)) {
-      throw new ImageError(
-        { file: dir.file("pstree.img"), offset: 0 },
-        `pid ${pid} appears twice`,
-      );
-    }
-    seen.add(pid);
     // Zombies have no mm or pagemap; restore tells us which pids they are,
     // so a missing pagemap is only an error once a live record names it.
     if (!dir.hasPagemap(pid)) continue;

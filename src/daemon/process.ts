@@ -64,6 +64,8 @@ export interface InFlight {
   pieces: LazyRange[];
   /** Background transfer (not a fault). */
   background: boolean;
+  /** Faulting pages waiting for this request (asked again if it falls short). */
+  waiters: number[];
 }
 
 /** A restored process the daemon is filling. */
@@ -72,11 +74,27 @@ export class LazyProcess {
   readonly uffd: number;
   readonly label: string;
   hostPid: number | undefined;
+  /**
+   * Whether `hostPid` is known for sure (found by pid namespace and
+   * ancestry at the handshake) rather than guessed (a child seen at a fork
+   * event).
+   */
+  hostPidCertain = false;
   pidfd: number | undefined;
+  /** For a forked child whose host pid is not bound yet: its parent's. */
+  parentHostPid: number | undefined;
+  /**
+   * A current address where the process certainly has a page (one the
+   * daemon filled), for the liveness probe: UFFDIO_ZEROPAGE there answers
+   * EEXIST while the process lives and ESRCH once it is gone.
+   */
+  probeAddr: number | undefined;
   /** Sorted lazy ranges still to deliver (current addresses). */
   lazy: LazyRange[];
   /** Requests on their way (asynchronous sources only stay here long). */
   inflight: InFlight[] = [];
+  /** Faults to handle again: their pages came back from a short reply. */
+  refaults: number[] = [];
   /** Where the background pass continues (a current address). */
   cursor = 0;
   /** Set once the process is finished, gone or failed. */

@@ -83,12 +83,17 @@ export interface RuntimeConfig {
   pageServer?: { host: string; port: number };
   /** Background bytes on the wire at once (page-server mode). */
   backgroundInflight: number;
+  /**
+   * Push pages nobody faulted on (default). Without it pages move only on
+   * faults, and the daemon runs until every process is complete or gone.
+   */
+  background: boolean;
   /** Log clock origin shared with the main thread. */
   logOrigin: number;
 }
 
 /** Progress reports to the main thread. */
-export type Phase = "listening" | "connected" | "finished";
+export type Phase = "listening" | "serving" | "finished";
 
 /** Per-process part of the statistics. */
 export interface ProcessReport {
@@ -159,6 +164,7 @@ class Runtime {
   readonly #byToken = new Map<number, { p: LazyProcess; pidfd: boolean }>();
   #nextToken = 3;
   #faults = new Map<LazyProcess, number[]>();
+  readonly #unbound = new Set<LazyProcess>();
   #finished = false;
   #finishedMs?: number;
   #connectedMs?: number;
@@ -248,7 +254,11 @@ class Runtime {
     }
     this.#pager = new Pager(this.#source, this.#log, this.#cfg.pager);
     const path = `${Deno.cwd()}/${SOCKET_NAME}`;
-    this.#listen = listenUnix(SOCKET_NAME, { backlog: 10, mode: 0o600 });
+    // Bound, restricted and listening under a private name first, then
+    // renamed into place: whoever sees lazy-pages.socket can connect.
+    const tmp = `.${SOCKET_NAME}.${Deno.pid}`;
+    this.#listen = listenUnix(tmp, { backlog: 10, mode: 0o600 });
+    Deno.renameSync(tmp, SOCKET_NAME);
     this.#log.msg(`lazyd: waiting for criu restore on ${path}`);
     this.#report("listening");
     if (this.#cfg.statusFd !== undefined) {
@@ -291,7 +301,6 @@ class Runtime {
       Deno.removeSync(SOCKET_NAME);
     } catch { /* already gone */ }
     this.#connectedMs = now() - this.#t0;
-    this.#report("connected");
     this.#log.info(`restore connected (pid ${this.#peerPid})`);
 
     const expected = new Set(plan.pids);
@@ -327,6 +336,8 @@ class Runtime {
       events: EPOLLIN | EPOLLRDHUP,
       token: TOKEN_RESTORE,
     });
+    // From here on signals are the loop's: it finishes the delivery.
+    this.#report("serving");
   }
 
   #recv(n: number, what: string): Uint8Array {
@@ -361,6 +372,7 @@ class Runtime {
       hostPid,
       label: `${pid}-${uffd}`,
     });
+    p.hostPidCertain = hostPid !== undefined;
     this.#watch(p);
     this.#log.debug(
       `received pid ${pid} (host ${hostPid ?? "unknown"}) with uffd ${uffd}: ` +
@@ -374,16 +386,19 @@ class Runtime {
     const t = this.#nextToken++;
     this.#byToken.set(t, { p, pidfd: false });
     this.#ep.add(p.uffd, { events: EPOLLIN, token: t });
-    if (p.hostPid !== undefined) {
-      try {
-        p.pidfd = pidfdOpen(p.hostPid);
-        const tp = this.#nextToken++;
-        this.#byToken.set(tp, { p, pidfd: true });
-        this.#ep.add(p.pidfd, { events: EPOLLIN, token: tp });
-      } catch (e) {
-        if (!(e instanceof SysError && e.errno === E.ESRCH)) throw e;
-        this.#finish(p, "exited");
-      }
+    this.#watchPidfd(p);
+  }
+
+  #watchPidfd(p: LazyProcess): void {
+    if (p.hostPid === undefined) return;
+    try {
+      p.pidfd = pidfdOpen(p.hostPid);
+      const tp = this.#nextToken++;
+      this.#byToken.set(tp, { p, pidfd: true });
+      this.#ep.add(p.pidfd, { events: EPOLLIN, token: tp });
+    } catch (e) {
+      if (!(e instanceof SysError && e.errno === E.ESRCH)) throw e;
+      this.#onPidfd(p);
     }
   }
 
@@ -392,14 +407,20 @@ class Runtime {
   #loop(): void {
     while (this.#procs.some((p) => p.active) || !this.#finished) {
       const busy = this.#faults.size > 0 || this.#retries.length > 0 ||
-        (this.#finished && this.#source!.canFetch(false) &&
+        (this.#finished && this.#cfg.background &&
+          this.#source!.canFetch(false) &&
           this.#procs.some((p) => p.active && p.lazy.length > 0));
-      for (const ev of this.#ep.wait(busy ? 0 : -1)) {
+      // While a forked child's host pid is unknown, look again every 50 ms.
+      const idle = this.#unbound.size > 0 ? 50 : -1;
+      for (const ev of this.#ep.wait(busy ? 0 : idle)) {
         this.#dispatch(ev.token, ev.events);
       }
+      if (this.#unbound.size > 0) this.#bindChildren();
       this.#retryCompletions();
       this.#serveFaults();
-      if (this.#faults.size === 0 && this.#finished) this.#backgroundStep();
+      if (this.#faults.size === 0 && this.#finished && this.#cfg.background) {
+        this.#backgroundStep();
+      }
       this.#updateRemoteInterest();
       if (this.#finished) {
         for (const p of this.#procs) {
@@ -423,21 +444,27 @@ class Runtime {
   }
 
   /**
-   * The pidfd says the process exited. Confirm it through the uffd before
-   * closing it: the uffd is what matters, and a pidfd bound to the wrong
-   * pid (see #onFork) must never make a live process lose its pages.
+   * The pidfd says the process exited. For a host pid found at the
+   * handshake that is the truth. A forked child's host pid is a guess
+   * (see #bindChildren), and a wrong guess must never make a live process
+   * lose its pages, so its uffd is asked (Pager.alive) before it counts.
    */
   #onPidfd(p: LazyProcess): void {
     this.#drain(p);
     if (!p.active) return;
-    const outcome = p.lazy.length > 0 ? this.#pager!.background(p) : "exited";
-    if (outcome === "exited") return this.#finish(p, "exited");
-    this.#log.warn(
-      `${p.label}: host pid ${p.hostPid} exited, but this process did not`,
+    if (p.hostPidCertain || p.drained) return this.#finish(p, "exited");
+    const alive = this.#pager!.alive(p);
+    if (alive === false) return this.#finish(p, "exited");
+    this.#log.debug(
+      `${p.label}: host pid ${p.hostPid} exited, the uffd says ${
+        alive ?? "nothing"
+      }`,
     );
     this.#unwatchPidfd(p);
     p.hostPid = undefined;
-    if (outcome !== "retry") this.#settle(p, outcome);
+    // Still unknown: a background chunk settles it, its copy answers
+    // ESRCH if the process is gone; if not, it was delivered early.
+    if (alive === undefined) this.#settle(p, this.#pager!.background(p));
   }
 
   #unwatchPidfd(p: LazyProcess): void {
@@ -498,18 +525,37 @@ class Runtime {
 
   #onFork(parent: LazyProcess, ufd: number): void {
     const child = this.#pager!.fork(parent, ufd);
-    // The forking thread is still inside fork() until this event is read,
-    // so the child is a live child of the parent not yet known to us; when
-    // that is ambiguous we take the newest. A wrong guess only costs a
-    // pidfd: its exit is confirmed with the uffd before it counts.
-    if (parent.hostPid !== undefined) {
-      const known = new Set(this.#procs.map((x) => x.hostPid));
-      const fresh = childrenOf(parent.hostPid).filter((c) =>
-        !known.has(c) && isLive(c)
-      );
-      child.hostPid = fresh.length > 0 ? Math.max(...fresh) : undefined;
-    }
     this.#watch(child);
+    // The kernel reports the fork from inside fork(), before the child is
+    // visible in /proc: its host pid is looked up in the next turns.
+    if (child.parentHostPid !== undefined) this.#unbound.add(child);
+  }
+
+  /**
+   * Binds forked children to host pids: a live child of the parent that
+   * no other process claims, the oldest first (children appear in fork
+   * order). A child that never appears (it exited at once) is found gone
+   * by the liveness probe.
+   */
+  #bindChildren(): void {
+    const known = new Set(this.#procs.map((x) => x.hostPid));
+    for (const p of this.#unbound) {
+      if (!p.active) {
+        this.#unbound.delete(p);
+        continue;
+      }
+      const fresh = childrenOf(p.parentHostPid!).filter((c) =>
+        !known.has(c) && isLive(c)
+      ).sort((a, b) => a - b);
+      if (fresh.length > 0) {
+        p.hostPid = fresh[0];
+        known.add(p.hostPid);
+        this.#unbound.delete(p);
+        this.#watchPidfd(p);
+      } else if (this.#pager!.alive(p) === false) {
+        this.#finish(p, "exited");
+      }
+    }
   }
 
   #serveFaults(): void {
@@ -566,11 +612,17 @@ class Runtime {
   }
 
   #complete(pending: Pending, chunk: Chunk): void {
+    const { p } = pending;
     const outcome = this.#pager!.complete(pending, chunk);
     // An event is being delivered: read it first (next turn), then copy
     // the same data to wherever the pages are by then.
     if (outcome === "retry") this.#retries.push({ pending, chunk });
-    else this.#settle(pending.p, outcome);
+    else this.#settle(p, outcome);
+    if (p.refaults.length > 0 && p.active) {
+      const q = this.#faults.get(p);
+      this.#faults.set(p, q ? q.concat(p.refaults) : p.refaults);
+      p.refaults = [];
+    }
   }
 
   #retryCompletions(): void {
@@ -599,11 +651,16 @@ class Runtime {
   }
 
   #onRestore(events: number): void {
+    const scratch = new Uint8Array(4);
     for (;;) {
-      const buf = this.#finishWord.subarray(this.#finishGot);
+      // Until the word is complete, read into it; after it, anything at
+      // all is a protocol error (restore only ever closes).
+      const buf = this.#finished
+        ? scratch
+        : this.#finishWord.subarray(this.#finishGot);
       let n: number | null;
       try {
-        n = buf.length > 0 ? readFd(this.#conn, buf) : 0;
+        n = readFd(this.#conn, buf);
       } catch (e) {
         throw new Fatal(`reading from restore: ${msg(e)}`);
       }
@@ -619,8 +676,11 @@ class Runtime {
         }
         return;
       }
+      if (this.#finished) {
+        throw new Fatal("restore sent data after the restore-finished word");
+      }
       this.#finishGot += n;
-      if (this.#finishGot === 4 && !this.#finished) {
+      if (this.#finishGot === 4) {
         const word = new DataView(this.#finishWord.buffer).getUint32(0, true);
         if (word !== RESTORE_FINISHED) {
           throw new Fatal(
@@ -630,8 +690,6 @@ class Runtime {
         this.#finished = true;
         this.#finishedMs = now() - this.#t0;
         this.#log.info("restore finished; pushing the remaining pages");
-      } else if (this.#finished && this.#finishGot > 4) {
-        throw new Fatal("restore sent data after the restore-finished word");
       }
     }
     if (events & EPOLLHUP && this.#conn >= 0 && !this.#finished) {

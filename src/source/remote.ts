@@ -120,7 +120,11 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
     try {
       conn = connectTcp(options.host, options.port);
     } catch (e) {
-      throw new SourceError(`page server: ${(e as Error).message}`);
+      throw new SourceError(
+        `cannot connect to ${options.host} port ${options.port}: ${
+          (e as Error).message
+        }`,
+      );
     }
     return new RemoteSource<T>(conn, options);
   }

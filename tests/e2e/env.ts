@@ -11,6 +11,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Stats } from "../../src/daemon/mod.ts";
 
 /** True when running in CI, where missing prerequisites are failures. */
 export const IN_CI = Deno.env.get("CI") === "true";
@@ -377,6 +378,8 @@ export async function dump(w: Workload, dir: string): Promise<void> {
 export interface LazyDump {
   /** The dump process (exits when the page-server session ends). */
   proc: Deno.ChildProcess;
+  /** Its exit status and output, once it ends. */
+  result: Promise<Deno.CommandOutput>;
   /** Page-server port. */
   port: number;
   /** Stops the page server (and with it the frozen source tree). */
@@ -449,14 +452,16 @@ export async function dumpLazy(
       }`,
     );
   }
+  const result = proc.output();
   return {
     proc,
+    result,
     port,
     stop: async () => {
       try {
         proc.kill("SIGKILL");
       } catch { /* exited */ }
-      await proc.output();
+      await result;
       await w.kill();
     },
   };
@@ -579,32 +584,8 @@ export function lazydCommand(): string[] {
   return [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
 }
 
-/** What `lazyd --stats-file` writes (the parts the tests read). */
-export interface LazydStats {
-  exitCode: number;
-  error?: string;
-  processes: {
-    label: string;
-    imagePid: number;
-    hostPid?: number;
-    end: string;
-    reason?: string;
-    counters: {
-      totalPages: number;
-      copiedPages: number;
-      zeroPages: number;
-      faults: number;
-      presentPages: number;
-      droppedPages: number;
-      backgroundPages: number;
-    };
-  }[];
-  source?: {
-    kind: string;
-    bytesByFile: Record<string, number>;
-    zeroBytes: number;
-  };
-}
+/** What `lazyd --stats-file` writes. */
+export type LazydStats = Stats;
 
 /** A lazyd run serving one images directory, with its stats file. */
 export interface LazydRun extends Daemon {

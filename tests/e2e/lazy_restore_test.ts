@@ -132,12 +132,11 @@ e2eTest("a process tree with a zombie and threads", {
 e2eTest("fork, mremap grow and swap, MADV_DONTNEED, munmap after restore", {
   needs: NEEDS,
 }, async () => {
-  // One page per background copy keeps most memory lazy while the
-  // workload forks, remaps and drops it.
+  // Pages move on faults only, so every event meets lazy memory.
   const d = await lazyRestore({
-    sizeMiB: 128,
+    sizeMiB: 64,
     args: ["-c", "1", "-e"],
-    lazyd: ["--background-chunk", "1"],
+    lazyd: ["--no-background"],
   });
   assertComplete(d);
   const log = Deno.readTextFileSync(join(d.dir, "dst", "lazyd.log"));

@@ -3,7 +3,7 @@
  *
  * Build: gcc -O2 -pthread -o workload workload.c
  * Usage: workload SIZE_MIB LOGFILE [-c CHILDREN] [-z] [-t THREADS] [-p PERMILLE]
- *                 [-e] [-r] [-i INTERVAL_MS]
+ *                 [-e] [-r] [-l] [-i INTERVAL_MS]
  *
  * Every 8-byte word of the anonymous buffer holds a function of its index,
  * the process's salt and the page's generation, so any page that was lost,
@@ -15,10 +15,13 @@
  *   -t N   the final pass runs in N threads, each on a slice (concurrent faults)
  *   -p P   a dirty round rewrites P/1000 of the pages (pre-copy tests)
  *   -e     before the final pass, exercise the userfaultfd events a restored
- *          process can cause: fork (the child verifies), mremap grow, swap of
- *          two regions with MREMAP_FIXED, MADV_DONTNEED, munmap
+ *          process can cause: mremap grow, swap of two regions with
+ *          MREMAP_FIXED, MADV_DONTNEED, munmap, then fork (the child
+ *          verifies everything at its current place)
  *   -r     visit pages in a random order in the final pass and report the
  *          first-touch latency distribution
+ *   -l     report the first-touch latency distribution of the final pass
+ *          in any order (-r implies it)
  *
  * Signals: SIGUSR1 = one dirty round; SIGUSR2 = final pass, then exit 0 (all
  * memory right) or 1; SIGTERM = exit 3.
@@ -48,7 +51,7 @@ static volatile sig_atomic_t want_dirty, want_final, want_term;
 static uint64_t *mem;
 static unsigned long npages, nrounds, permille = 100, nthreads = 1;
 static uint64_t salt;
-static int logfd = -1, events, randomized;
+static int logfd = -1, events, randomized, latency;
 static volatile unsigned long bad;
 
 static uint64_t mix64(uint64_t z)
@@ -185,18 +188,6 @@ static void exercise_events(void)
 
 	if (q < 2)
 		return;
-	/* fork: the child inherits the parent's undelivered ranges */
-	child = fork();
-	if (child == 0) {
-		unsigned long b = 0;
-		for (unsigned long p = 0; p < npages; p++)
-			b += check_page(mem + p * WPP, p);
-		_exit(b ? 1 : 0);
-	}
-	if (child < 0 || waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		bad++;
-		logf_("BAD fork child failed status=%d", st);
-	}
 	/* swap X = pages [8q, 9q) and Y = [10q, 11q) through a temporary place */
 	size_t len = q * PAGE;
 	uint64_t *x = mem + 8 * q * WPP, *y = mem + 10 * q * WPP;
@@ -231,6 +222,18 @@ static void exercise_events(void)
 	munmap(mem + 15 * q * WPP, len);
 	skip_lo = 12 * q;
 	skip_hi = 16 * q; /* Z was checked above, the rest is zero or gone */
+	/* fork last: the child inherits what is still lazy, moved and dropped
+	 * ranges included, and checks all of it at the current places */
+	child = fork();
+	if (child == 0) {
+		struct slice all = { 0, npages, NULL, NULL };
+		verify_slice(&all);
+		_exit(bad ? 1 : 0);
+	}
+	if (child < 0 || waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		bad++;
+		logf_("BAD fork child failed status=%d", st);
+	}
 	logf_("events done q=%lu", q);
 }
 
@@ -246,7 +249,6 @@ static int final_pass(void)
 		exercise_events();
 	if (randomized) {
 		order = malloc(npages * sizeof(*order));
-		lat = calloc(npages, sizeof(*lat));
 		for (unsigned long i = 0; i < npages; i++)
 			order[i] = i;
 		for (unsigned long i = npages - 1; i > 0; i--) {
@@ -255,6 +257,8 @@ static int final_pass(void)
 			order[j] = t;
 		}
 	}
+	if (randomized || latency)
+		lat = calloc(npages, sizeof(*lat));
 	t0 = mono();
 	for (unsigned long t = 0; t < nthreads; t++) {
 		sl[t] = (struct slice){ npages * t / nthreads, npages * (t + 1) / nthreads, order, lat };
@@ -289,7 +293,7 @@ static void on_sig(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: workload SIZE_MIB LOGFILE [-c N] [-z] [-t N] [-p PERMILLE] [-e] [-r] [-i MS]\n");
+	fprintf(stderr, "usage: workload SIZE_MIB LOGFILE [-c N] [-z] [-t N] [-p PERMILLE] [-e] [-r] [-l] [-i MS]\n");
 	exit(2);
 }
 
@@ -318,6 +322,8 @@ int main(int argc, char **argv)
 			events = 1;
 		else if (!strcmp(argv[i], "-r"))
 			randomized = 1;
+		else if (!strcmp(argv[i], "-l"))
+			latency = 1;
 		else
 			usage();
 	}
