@@ -14,6 +14,7 @@ import {
   serve,
 } from "./daemon/mod.ts";
 import { formatReport, inspect } from "./inspect.ts";
+import type { TlsOptions } from "./source/mod.ts";
 
 /** lazyd's version. */
 export const VERSION: string = denoJson.version;
@@ -37,6 +38,12 @@ Options (as criu lazy-pages):
                           (criu dump --lazy-pages / criu page-server --lazy-pages)
       --address HOST      page server host name or address (IPv4, IPv6)
       --port PORT         page server TCP port
+      --tls               mutual X.509 TLS with the page server, as CRIU's --tls
+      --tls-cacert FILE   trusted CAs (default: system store + /etc/pki/CA/cacert.pem)
+      --tls-cacrl FILE    revocation list (default /etc/pki/CA/cacrl.pem if readable)
+      --tls-cert FILE     our certificate (default /etc/pki/criu/cert.pem)
+      --tls-key FILE      our key (default /etc/pki/criu/private/key.pem)
+      --tls-no-cn-verify  do not check the server certificate's name against --address
 Options of lazyd:
       --stats-file FILE   write JSON statistics here at exit (relative to the work dir)
       --fault-window N    pages fetched per fault, from the faulting page on (default ${
@@ -85,6 +92,40 @@ function pages(name: string, v: string | undefined, dflt: number): number {
   return n * 4096;
 }
 
+function readable(path: string): boolean {
+  try {
+    Deno.openSync(path, { read: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** CRIU's TLS options and defaults (page-server-protocol.md §8). */
+function tlsOptions(v: {
+  tls?: boolean;
+  address?: string;
+  "tls-cacert"?: string;
+  "tls-cacrl"?: string;
+  "tls-cert"?: string;
+  "tls-key"?: string;
+  "tls-no-cn-verify"?: boolean;
+}): TlsOptions | undefined {
+  if (!v.tls) return undefined;
+  const systemCa = "/etc/pki/CA/cacert.pem";
+  const defaultCrl = "/etc/pki/CA/cacrl.pem";
+  return {
+    ...(v["tls-cacert"] !== undefined ? { caCert: v["tls-cacert"] } : {
+      systemTrust: true,
+      caCert: readable(systemCa) ? systemCa : undefined,
+    }),
+    caCrl: v["tls-cacrl"] ?? (readable(defaultCrl) ? defaultCrl : undefined),
+    cert: v["tls-cert"] ?? "/etc/pki/criu/cert.pem",
+    key: v["tls-key"] ?? "/etc/pki/criu/private/key.pem",
+    verifyName: v["tls-no-cn-verify"] ? undefined : v.address,
+  };
+}
+
 async function daemon(args: string[]): Promise<number> {
   const { rest, level } = takeVerbosity(args);
   const { values } = parseArgs({
@@ -103,6 +144,12 @@ async function daemon(args: string[]): Promise<number> {
       port: { type: "string" },
       "background-inflight": { type: "string" },
       "no-background": { type: "boolean" },
+      tls: { type: "boolean" },
+      "tls-cacert": { type: "string" },
+      "tls-cacrl": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      "tls-no-cn-verify": { type: "boolean" },
     },
     strict: true,
     allowPositionals: false,
@@ -118,7 +165,7 @@ async function daemon(args: string[]): Promise<number> {
       );
     }
   }
-  let pageServer: { host: string; port: number } | undefined;
+  let pageServer: { host: string; port: number; tls?: TlsOptions } | undefined;
   if (values["page-server"]) {
     const port = integer(values.port);
     if (!values.address) throw new UsageError("--page-server needs --address");
@@ -127,9 +174,11 @@ async function daemon(args: string[]): Promise<number> {
         `--page-server needs --port 1..65535, not "${values.port ?? ""}"`,
       );
     }
-    pageServer = { host: values.address, port };
-  } else if (values.address !== undefined || values.port !== undefined) {
-    throw new UsageError("--address and --port go with --page-server");
+    pageServer = { host: values.address, port, tls: tlsOptions(values) };
+  } else if (
+    values.address !== undefined || values.port !== undefined || values.tls
+  ) {
+    throw new UsageError("--address, --port and --tls go with --page-server");
   }
   const entry = Deno.mainModule;
   return await serve({

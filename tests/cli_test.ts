@@ -149,8 +149,11 @@ Deno.test("cli: bad option values: exit 2", async () => {
       ["--page-server", "--address", "localhost", "--port", "65536"],
       /--page-server needs --port 1\.\.65535, not "65536"/,
     ],
-    [["--address", "localhost"], /--address and --port go with --page-server/],
-    [["--port", "1234"], /--address and --port go with --page-server/],
+    [
+      ["--address", "localhost"],
+      /--address, --port and --tls go with --page-server/,
+    ],
+    [["--port", "1234"], /--address, --port and --tls go with --page-server/],
     [["-W"], /-W/],
   ];
   // The directory does not exist: the values are refused before it
@@ -166,11 +169,9 @@ Deno.test("cli: bad option values: exit 2", async () => {
 });
 
 Deno.test("cli: an empty --status-fd value is refused, not taken as fd 0", async () => {
-  // src/cli.ts:109: Number("") is 0, which passes the integer check, so
-  // `--status-fd=` makes lazyd write its readiness byte to (and close) its
-  // stdin. CRIU rejects the value ("Unable to parse a value of
-  // --status-fd"). The same Number() leniency accepts " 3", "0x3" and
-  // "1e1" for --status-fd, --port (line 118) and the page counts (line 74).
+  // Number("") is 0: a lenient parse would make `--status-fd=` write the
+  // readiness byte to (and close) stdin. CRIU rejects the value, and so
+  // does lazyd, like " 3", "0x3" and "1e1" for every numeric flag.
   const r = await lazyd(["-D", "/nonexistent/lazyd", "--status-fd="]);
   assert.equal(
     r.code,

@@ -46,6 +46,7 @@ import {
   type PageSource,
   RemoteSource,
   SourceError,
+  type TlsOptions,
 } from "../source/mod.ts";
 import { childrenOf, findHostPid, isLive } from "./host_pid.ts";
 import { Logger, now } from "./log.ts";
@@ -80,7 +81,7 @@ export interface RuntimeConfig {
   /** Paging policy. */
   pager: PagerOptions;
   /** Fetch lazy pages from this page server instead of local images. */
-  pageServer?: { host: string; port: number };
+  pageServer?: { host: string; port: number; tls?: TlsOptions };
   /** Background bytes on the wire at once (page-server mode). */
   backgroundInflight: number;
   /**
@@ -244,6 +245,7 @@ class Runtime {
         dir,
         local,
         backgroundInflight: this.#cfg.backgroundInflight,
+        tls: ps.tls,
       });
       this.#source = this.#remote;
       this.#log.info(`connected to the page server ${this.#remote.peer}`);

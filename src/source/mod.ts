@@ -13,3 +13,10 @@ export type {
   PageSource,
   SourceStats,
 } from "./types.ts";
+export {
+  TlsError,
+  type TlsLoaded,
+  type TlsOptions,
+  TlsSession,
+  type TlsStep,
+} from "./tls.ts";

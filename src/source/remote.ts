@@ -22,6 +22,9 @@ import {
   allocPages,
   closeFd,
   connectTcp,
+  Epoll,
+  EPOLLIN,
+  EPOLLOUT,
   type PageBuffer,
   recvSome,
   sendSome,
@@ -33,6 +36,7 @@ import {
   PE_PARENT,
 } from "../images/mod.ts";
 import type { LocalSource } from "./local.ts";
+import { TlsError, type TlsOptions, TlsSession } from "./tls.ts";
 import type {
   Chunk,
   Completion,
@@ -66,6 +70,85 @@ export interface RemoteOptions {
   local: LocalSource;
   /** Background bytes allowed on the wire at once (faults always go). */
   backgroundInflight: number;
+  /** Mutual X.509 TLS, negotiated right after connecting (`--tls`). */
+  tls?: TlsOptions;
+  /** Bound on the TLS handshake (default 30 s). */
+  handshakeTimeoutMs?: number;
+}
+
+/**
+ * Bytes in and out, plain or through TLS. Both are non-blocking: `null`
+ * means "would block"; `recv` returns 0 at the end of the stream. After a
+ * `send` that returned null the same bytes must lead the next `send` (a
+ * TLS record was already sealed): the send queue guarantees that.
+ */
+interface Transport {
+  send(data: Uint8Array): number | null;
+  recv(into: Uint8Array): number | null;
+  /**
+   * Closes politely where the protocol has a way (TLS close_notify);
+   * returns whether the peer then answers in kind and should be awaited.
+   */
+  shutdown(): boolean;
+  /** Frees what the transport holds; never closes the fd. */
+  dispose(): void;
+}
+
+function plain(fd: number): Transport {
+  return {
+    send: (d) => sendSome(fd, d),
+    recv: (b) => recvSome(fd, b),
+    // CRIU's server waits for our close and sends nothing more.
+    shutdown: () => false,
+    dispose: () => {},
+  };
+}
+
+/**
+ * TLS over `fd`: handshakes (bounded in time), then moves records. recv()
+ * is called until it returns null, which also empties what GnuTLS
+ * decrypted ahead: epoll cannot see those bytes.
+ */
+function tls(
+  fd: number,
+  options: { tls: TlsOptions; timeoutMs: number },
+): Transport {
+  const s = TlsSession.client(fd, options.tls);
+  try {
+    const ep = new Epoll();
+    try {
+      const end = Date.now() + options.timeoutMs;
+      for (let step = s.handshake(); step !== "done"; step = s.handshake()) {
+        const left = end - Date.now();
+        if (left <= 0) throw new Error("TLS handshake timed out");
+        const events = step === "want-read" ? EPOLLIN : EPOLLOUT;
+        try {
+          ep.modify(fd, { events, token: 0 });
+        } catch {
+          ep.add(fd, { events, token: 0 });
+        }
+        ep.wait(left, 1);
+      }
+    } finally {
+      ep.close();
+    }
+  } catch (e) {
+    s.close();
+    throw e;
+  }
+  return {
+    send: (d) => s.send(d),
+    recv: (b) => s.recv(b),
+    shutdown: () => {
+      try {
+        s.bye();
+        return true;
+      } catch {
+        return false; // the peer may be gone; nothing is owed
+      }
+    },
+    dispose: () => s.close(),
+  };
 }
 
 interface Outstanding<T> {
@@ -91,6 +174,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   readonly #dir: ImageDir;
   readonly #local: LocalSource;
   readonly #budget: number;
+  readonly #io: Transport;
   readonly #queue: Outstanding<T>[] = [];
   #out = new Uint8Array(64 * HEADER);
   #outLen = 0;
@@ -104,11 +188,12 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   #pagesReceived = 0;
 
   private constructor(
-    conn: { fd: number; peer: string },
+    conn: { fd: number; peer: string; io: Transport },
     options: RemoteOptions,
   ) {
     this.fd = conn.fd;
     this.peer = conn.peer;
+    this.#io = conn.io;
     this.#dir = options.dir;
     this.#local = options.local;
     this.#budget = options.backgroundInflight;
@@ -126,7 +211,22 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
         }`,
       );
     }
-    return new RemoteSource<T>(conn, options);
+    let io: Transport;
+    try {
+      io = options.tls
+        ? tls(conn.fd, {
+          tls: options.tls,
+          timeoutMs: options.handshakeTimeoutMs ?? 30_000,
+        })
+        : plain(conn.fd);
+    } catch (e) {
+      closeFd(conn.fd);
+      const what = e instanceof TlsError ? "" : "TLS: ";
+      throw new SourceError(
+        `page server ${conn.peer}: ${what}${(e as Error).message}`,
+      );
+    }
+    return new RemoteSource<T>({ ...conn, io }, options);
   }
 
   /**
@@ -241,7 +341,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
       const status = new Uint8Array(4);
       let got = 0;
       while (got < 4 && Date.now() < end) {
-        const n = recvSome(this.fd, status.subarray(got));
+        const n = this.#io.recv(status.subarray(got));
         if (n === 0) break;
         if (n === null) {
           // Nothing yet: sleep a millisecond (this runs on the uffd worker,
@@ -250,6 +350,19 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
           continue;
         }
         got += n;
+      }
+      // Then wait for the server to close its side (with TLS, its
+      // close_notify), so that our close finds nothing unread: closing
+      // over unread data resets the connection, and CRIU's server takes a
+      // reset at this point for a failed transfer.
+      const answers = this.#io.shutdown();
+      const sink = new Uint8Array(256);
+      while (answers && Date.now() < end) {
+        const n = this.#io.recv(sink);
+        if (n === 0) break;
+        if (n === null) {
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        }
       }
     } catch {
       // The server may have gone away after the last reply; nothing is
@@ -267,6 +380,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   }
 
   #release(): void {
+    this.#io.dispose();
     closeFd(this.fd);
     for (const list of this.#pool.values()) for (const b of list) b.free();
     this.#pool.clear();
@@ -298,7 +412,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
     let off = 0;
     try {
       while (off < this.#outLen) {
-        const n = sendSome(this.fd, this.#out.subarray(off, this.#outLen));
+        const n = this.#io.send(this.#out.subarray(off, this.#outLen));
         if (n === null) break;
         off += n;
       }
@@ -316,7 +430,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   #recv(into: Uint8Array, o: Outstanding<T> | undefined): number | null {
     let n: number | null;
     try {
-      n = recvSome(this.fd, into);
+      n = this.#io.recv(into);
     } catch (e) {
       throw new SourceError(
         `page server ${this.peer}: ${(e as Error).message}${this.#waiting(o)}`,
