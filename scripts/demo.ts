@@ -1,13 +1,17 @@
 /**
- * The README's main job: a lazy migration of a sample process on this host.
+ * The README's main job: a lazy migration of a sample process between two
+ * "hosts" on this machine.
  *
- * A 256 MiB memory-verifying workload (tests/e2e/workload.c) is started in
- * its own PID namespace and checkpointed with `criu dump`; `lazyd inspect`
- * shows what the images hold; `lazyd -D` serves them to `criu restore
- * --lazy-pages`; the restored process checks every word of its memory and
- * lazyd prints its statistics.
+ * A 256 MiB memory-verifying workload (tests/e2e/workload.c, a parent and
+ * a child process) runs on the source side, the root network namespace.
+ * `criu dump --lazy-pages` checkpoints it and serves its memory from a page
+ * server; the images are copied to the destination, `lazyd inspect` shows
+ * them, and lazyd, in a second network namespace joined by a veth pair,
+ * fetches the pages over the network while `criu restore --lazy-pages`
+ * runs the processes. They then check every word of their memory.
  *
- * Usage: deno run -A scripts/demo.ts [--size MiB] [--keep]
+ * Usage: deno run -A scripts/demo.ts [--size MiB] [--local] [--keep]
+ *   --local  restore from local images instead (plain dump, `lazyd -D`)
  *
  * @module
  */
@@ -16,6 +20,9 @@ import { join } from "node:path";
 import {
   copyImages,
   dump,
+  dumpLazy,
+  type LazyDump,
+  makeVethPair,
   restoreLazy,
   ROOT,
   run,
@@ -23,12 +30,14 @@ import {
   startDaemon,
   startWorkload,
   verifyRestored,
+  type VethPair,
 } from "../tests/e2e/env.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     size: { type: "string", default: "256" },
+    local: { type: "boolean" },
     keep: { type: "boolean" },
   },
 });
@@ -36,17 +45,37 @@ const size = Number(values.size);
 const lazyd = [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
 const dir = scratch("demo");
 const step = (s: string) => console.log(`\n== ${s}`);
+let net: VethPair | undefined;
+let src: LazyDump | undefined;
 
 try {
-  step(`start a ${size} MiB workload that checks its own memory`);
+  step(
+    `start a ${size} MiB workload (parent + child) that checks its own memory`,
+  );
   const w = await startWorkload(dir, { sizeMiB: size, args: ["-c", "1"] });
   console.log(`workload tree root: host pid ${w.pid}`);
 
-  step("criu dump (the source side)");
-  await dump(w, join(dir, "src"));
+  let remote: string[] = [];
+  if (values.local) {
+    step("criu dump (the source side)");
+    await dump(w, join(dir, "src"));
+  } else {
+    net = await makeVethPair();
+    step(
+      `criu dump --lazy-pages: memory stays on the source, served on ${net.source}`,
+    );
+    src = await dumpLazy(w, join(dir, "src"), { address: net.source });
+    remote = [
+      "--page-server",
+      "--address",
+      net.source,
+      "--port",
+      String(src.port),
+    ];
+  }
   await copyImages(join(dir, "src"), join(dir, "dst"));
 
-  step("lazyd inspect (what a lazy restore involves)");
+  step("lazyd inspect (what a lazy restore of the copied images involves)");
   const ins = await run(lazyd[0], [
     ...lazyd.slice(1),
     "inspect",
@@ -56,20 +85,23 @@ try {
   console.log(ins.stdout.trimEnd());
   if (ins.code !== 0) throw new Error(`lazyd inspect exited ${ins.code}`);
 
-  step("lazyd -D serves the pages; criu restore --lazy-pages restores at once");
-  const d = await startDaemon(
-    [
-      ...lazyd,
-      "-D",
-      join(dir, "dst"),
-      "-v3",
-      "-o",
-      "lazyd.log",
-      "--stats-file",
-      "stats.json",
-    ],
-    join(dir, "dst"),
+  step(
+    net
+      ? `lazyd in network namespace ${net.ns} (${net.destination}) + criu restore --lazy-pages`
+      : "lazyd -D + criu restore --lazy-pages",
   );
+  const d = await startDaemon([
+    ...(net?.exec ?? []),
+    ...lazyd,
+    "-D",
+    join(dir, "dst"),
+    "-v3",
+    "-o",
+    "lazyd.log",
+    "--stats-file",
+    "stats.json",
+    ...remote,
+  ], join(dir, "dst"));
   const t0 = performance.now();
   const pid = await restoreLazy(join(dir, "dst"));
   console.log(
@@ -92,9 +124,19 @@ try {
         `(${c.faults} faults, ${c.backgroundPages} pages in the background)`,
     );
   }
+  if (stats.source.remotePagesReceived !== undefined) {
+    console.log(
+      `  ${stats.source.remotePagesReceived} pages came over the network in ${stats.source.remoteRequests} requests`,
+    );
+  }
   if (r.code !== 0) throw new Error("lazyd failed");
-  console.log("\nOK: lazy restore verified");
+  if (src && (await src.result).code !== 0) {
+    throw new Error("the source's criu dump failed");
+  }
+  console.log(`\nOK: lazy ${net ? "migration" : "restore"} verified`);
 } finally {
+  await src?.stop();
+  await net?.remove();
   if (values.keep) console.log(`kept ${dir}`);
   else Deno.removeSync(dir, { recursive: true });
 }

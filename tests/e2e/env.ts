@@ -614,3 +614,68 @@ export async function startLazyd(
     stats: () => JSON.parse(Deno.readTextFileSync(join(dir, "stats.json"))),
   };
 }
+
+/** Two "hosts" on this machine: a network namespace joined by a veth pair. */
+export interface VethPair {
+  /** The namespace (the "destination host"). */
+  ns: string;
+  /** Address of the root namespace's end (the "source host"). */
+  source: string;
+  /** Address of the namespace's end. */
+  destination: string;
+  /** Runs `cmd` inside the namespace: the prefix for a command line. */
+  exec: string[];
+  /** Removes the namespace and the veth pair. */
+  remove(): Promise<void>;
+}
+
+/**
+ * Creates a network namespace joined to this one by a veth pair with
+ * link-local addresses (169.254.83.1 here, .2 there), never routed
+ * anywhere. Remove it with `remove()`.
+ */
+export async function makeVethPair(): Promise<VethPair> {
+  const ns = `lazyd${Deno.pid}`;
+  const veth = `lzv${Deno.pid % 100000}`;
+  await runOk("ip", ["netns", "add", ns]);
+  const remove = async () => {
+    await run("ip", ["link", "del", `${veth}a`]);
+    await run("ip", ["netns", "del", ns]);
+  };
+  try {
+    await runOk("ip", [
+      "link",
+      "add",
+      `${veth}a`,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      `${veth}b`,
+    ]);
+    await runOk("ip", ["link", "set", `${veth}b`, "netns", ns]);
+    await runOk("ip", ["addr", "add", "169.254.83.1/30", "dev", `${veth}a`]);
+    await runOk("ip", ["link", "set", `${veth}a`, "up"]);
+    await runOk("ip", [
+      "-n",
+      ns,
+      "addr",
+      "add",
+      "169.254.83.2/30",
+      "dev",
+      `${veth}b`,
+    ]);
+    await runOk("ip", ["-n", ns, "link", "set", `${veth}b`, "up"]);
+    await runOk("ip", ["-n", ns, "link", "set", "lo", "up"]);
+  } catch (e) {
+    await remove();
+    throw e;
+  }
+  return {
+    ns,
+    source: "169.254.83.1",
+    destination: "169.254.83.2",
+    exec: ["ip", "netns", "exec", ns],
+    remove,
+  };
+}

@@ -14,10 +14,10 @@ import {
   e2eTest,
   freePort,
   lazydCommand,
+  makeVethPair,
   type Need,
   restoreLazy,
   run,
-  runOk,
   scratch,
   startDaemon,
   startLazyd,
@@ -256,48 +256,25 @@ e2eTest("an unreachable page server fails lazyd before it listens", {
 e2eTest("across two network namespaces joined by a veth pair", {
   needs: NEEDS,
 }, async () => {
-  const ns = `lazyd${Deno.pid}`;
-  const veth = `lzv${Deno.pid % 100000}`;
+  const net = await makeVethPair();
   const dir = scratch("netns");
-  await runOk("ip", ["netns", "add", ns]);
   try {
-    await runOk("ip", [
-      "link",
-      "add",
-      `${veth}a`,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `${veth}b`,
-    ]);
-    await runOk("ip", ["link", "set", `${veth}b`, "netns", ns]);
-    await runOk("ip", ["addr", "add", "169.254.83.1/30", "dev", `${veth}a`]);
-    await runOk("ip", ["link", "set", `${veth}a`, "up"]);
-    await runOk("ip", [
-      "-n",
-      ns,
-      "addr",
-      "add",
-      "169.254.83.2/30",
-      "dev",
-      `${veth}b`,
-    ]);
-    await runOk("ip", ["-n", ns, "link", "set", `${veth}b`, "up"]);
-    await runOk("ip", ["-n", ns, "link", "set", "lo", "up"]);
     const w = await startWorkload(dir, { sizeMiB: 64, args: ["-c", "1"] });
-    const src = await dumpLazy(w, join(dir, "src"), {
-      address: "169.254.83.1",
-    });
+    const src = await dumpLazy(w, join(dir, "src"), { address: net.source });
     try {
       await copyImages(join(dir, "src"), join(dir, "dst"));
       // lazyd on the "destination host"; restore meets it on the socket
       // file, which network namespaces do not separate.
-      const d = await startLazydIn(
-        ns,
+      const d = await startDaemon([
+        ...net.exec,
+        ...lazydCommand(),
+        "-D",
         join(dir, "dst"),
-        ps(src.port, "169.254.83.1"),
-      );
+        "-v4",
+        "-o",
+        "lazyd.log",
+        ...ps(src.port, net.source),
+      ], join(dir, "dst"));
       const pid = await restoreLazy(join(dir, "dst"));
       await verifyRestored(w, pid);
       assert.equal(
@@ -311,26 +288,9 @@ e2eTest("across two network namespaces joined by a veth pair", {
     }
     Deno.removeSync(dir, { recursive: true });
   } finally {
-    await run("ip", ["link", "del", `${veth}a`]);
-    await run("ip", ["netns", "del", ns]);
+    await net.remove();
   }
 });
-
-function startLazydIn(ns: string, dir: string, extra: string[]) {
-  return startDaemon([
-    "ip",
-    "netns",
-    "exec",
-    ns,
-    ...lazydCommand(),
-    "-D",
-    dir,
-    "-v4",
-    "-o",
-    "lazyd.log",
-    ...extra,
-  ], dir);
-}
 
 e2eTest(
   "TLS: mutual X.509 with CRIU's page server (criu dump --lazy-pages --tls)",
