@@ -46,7 +46,7 @@ export interface PagerOptions {
 /** Defaults, tuned with `deno task bench` on the local-images path. */
 export const DEFAULT_PAGER_OPTIONS: PagerOptions = {
   faultWindow: 16 * PAGE,
-  backgroundChunk: 256 * PAGE,
+  backgroundChunk: 512 * PAGE,
 };
 
 /**
@@ -107,9 +107,13 @@ export class Pager {
       after: this.options.faultWindow,
     });
     if (win === undefined) return this.#zero(p, page);
-    // The background pass continues right after the window: what a
-    // process touched last is the best guess of what it touches next.
-    p.cursor = win.end;
+    // A process reading sequentially is best served by the background
+    // pass going on right after its window; for scattered faults jumping
+    // there would only break the pass's long copies into fragments.
+    const span = 4 * this.options.faultWindow;
+    const near = page >= p.lastFault && page - p.lastFault <= span;
+    if (p.lastFault < 0 || near) p.cursor = win.end;
+    p.lastFault = win.end;
     return this.#request(p, carve(p.lazy, win), false);
   }
 

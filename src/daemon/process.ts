@@ -97,6 +97,11 @@ export class LazyProcess {
   refaults: number[] = [];
   /** Where the background pass continues (a current address). */
   cursor = 0;
+  /**
+   * End of the last fault window, -1 before the first fault: tells
+   * sequential faults from scattered ones.
+   */
+  lastFault = -1;
   /** Set once the process is finished, gone or failed. */
   end: ProcessEnd | undefined;
   /** Why it failed, for the report. */
