@@ -679,3 +679,15 @@ export async function makeVethPair(): Promise<VethPair> {
     remove,
   };
 }
+
+/** Waits (up to 10 s) until process `pid` no longer exists. */
+export async function waitGone(pid: number): Promise<void> {
+  await waitFor(`process ${pid} to be gone`, () => {
+    try {
+      Deno.kill(pid, "SIGCONT");
+      return false;
+    } catch {
+      return true;
+    }
+  }, { timeoutMs: 10_000 });
+}

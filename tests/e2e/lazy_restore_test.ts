@@ -19,7 +19,7 @@ import {
   startWorkload,
   tail,
   verifyRestored,
-  waitFor,
+  waitGone,
   type Workload,
 } from "./env.ts";
 import { splitDump } from "./split_dump.ts";
@@ -226,14 +226,7 @@ e2eTest("fail-stop: a pages file truncated mid-restore kills the process", {
     assert.equal(p.end, "failed");
     assert.match(p.reason!, /pages file too short/);
     assert.match(p.reason!, /pages-1\.img/);
-    await waitFor("the restored process to be gone", () => {
-      try {
-        Deno.kill(pid, "SIGCONT");
-        return false;
-      } catch {
-        return true;
-      }
-    }, { timeoutMs: 10_000 });
+    await waitGone(pid);
     const log = w.lines();
     assert.ok(
       !log.some((l) => l.startsWith("BAD")),

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { haveOpenssl, makePki, type Pki } from "../source/fixtures/tls_peer.ts";
 import {
   copyImages,
   CRIU,
@@ -25,9 +26,28 @@ import {
   tail,
   verifyRestored,
   waitFor,
+  waitGone,
 } from "./env.ts";
 
 const NEEDS: Need[] = ["root", "criu", "gcc", "uffd"];
+
+/**
+ * CRIU's side of TLS. Its server checks the client certificate's name
+ * against its own --address unless told not to; lazyd checks the server's
+ * name (an IP subjectAltName here) against its --address.
+ */
+function tlsServer(pki: Pki): string[] {
+  return [
+    "--tls",
+    "--tls-cacert",
+    pki.ca,
+    "--tls-cert",
+    pki.server,
+    "--tls-key",
+    pki.serverKey,
+    "--tls-no-cn-verify",
+  ];
+}
 
 function ps(port: number, address = "127.0.0.1"): string[] {
   return ["--page-server", "--address", address, "--port", String(port)];
@@ -201,14 +221,7 @@ e2eTest(
       const stats = d.stats();
       assert.equal(stats.processes[0].end, "failed");
       assert.match(stats.error!, /page server 127\.0\.0\.1:\d+/);
-      await waitFor("the restored process to be gone", () => {
-        try {
-          Deno.kill(pid, "SIGCONT");
-          return false;
-        } catch {
-          return true;
-        }
-      }, { timeoutMs: 10_000 });
+      await waitGone(pid);
       assert.ok(
         !w.lines().some((l) => l.startsWith("BAD")),
         "no zero page was read",
@@ -298,27 +311,12 @@ e2eTest(
     needs: NEEDS,
   },
   async () => {
-    const { makePki, haveOpenssl } = await import(
-      "../source/fixtures/tls_peer.ts"
-    );
     assert.ok(haveOpenssl(), "openssl makes the test certificates");
     const pki = await makePki();
     const dir = scratch("tls");
     const w = await startWorkload(dir, { sizeMiB: 32 });
-    // CRIU's server checks the client certificate's name against its own
-    // --address unless told not to; lazyd checks the server's name (an IP
-    // subjectAltName) against its --address.
     const src = await dumpLazy(w, join(dir, "src"), {
-      extra: [
-        "--tls",
-        "--tls-cacert",
-        pki.ca,
-        "--tls-cert",
-        pki.server,
-        "--tls-key",
-        pki.serverKey,
-        "--tls-no-cn-verify",
-      ],
+      extra: tlsServer(pki),
     });
     try {
       await copyImages(join(dir, "src"), join(dir, "dst"));
@@ -354,7 +352,6 @@ e2eTest(
       console.error(`kept ${dir}`);
       await src.stop();
       throw e;
-    } finally {
     }
   },
 );
@@ -365,21 +362,11 @@ e2eTest(
     needs: NEEDS,
   },
   async () => {
-    const { makePki } = await import("../source/fixtures/tls_peer.ts");
     const pki = await makePki();
     const dir = scratch("tls-bad");
     const w = await startWorkload(dir, { sizeMiB: 8 });
     const src = await dumpLazy(w, join(dir, "src"), {
-      extra: [
-        "--tls",
-        "--tls-cacert",
-        pki.ca,
-        "--tls-cert",
-        pki.server,
-        "--tls-key",
-        pki.serverKey,
-        "--tls-no-cn-verify",
-      ],
+      extra: tlsServer(pki),
     });
     try {
       await copyImages(join(dir, "src"), join(dir, "dst"));
