@@ -53,14 +53,39 @@
  * that is removed at the end, on error and on SIGINT/SIGTERM, together with
  * every process the bench started.
  *
- * Usage (as root, CRIU 4.1.1 installed by scripts/install_criu.sh):
- *   deno task bench [--sizes 256,1024] [--access seq,random] [--reps 3]
- *     [--lazyd "deno run -A mod.ts"] [--extra "--fault-window 16"] [--keep]
+ * Remote mode (`--mode remote`, issue 4): lazy migration, the same
+ * workload fetched from the source's page server over the loopback.
+ * Targets: full transfer <= 0.35x, first full pass <= 0.5x, fault latency
+ * p50 and p99 <= 1.0x. A `criu dump --lazy-pages` page server serves ONE
+ * session, so every run of either daemon has its own workload and dump:
+ * start the workload, `criu dump --lazy-pages --address 127.0.0.1 --port
+ * P` (at CRIU's default log level; ready when its --status-fd says so),
+ * copy the images, start the daemon with `--page-server --address
+ * 127.0.0.1 --port P`, restore, SIGUSR2 at once, wait for the verdict, the
+ * daemon's exit and the source dump's exit (status 0 required). Full
+ * transfer = restore start -> daemon exit, as in local mode. "restore end
+ * -> last page" is measured from outside, the same way for both daemons:
+ * the restored process's RssAnon is sampled every 2 ms from the SIGUSR2 on,
+ * and the last page arrived at the first sample within a small slack
+ * (1 MiB + 16 bytes a page: what the workload allocates in its pass) of
+ * the final value; it leaves out whatever a daemon does after delivering
+ * (closing the session, exiting). The reference runs (plain restore, idle
+ * daemon) belong to local mode only.
  *
- * --lazyd is the daemon command (a leading `deno` means the running Deno;
- * relative paths are relative to the repository root), e.g.
+ * Usage (as root, CRIU 4.1.1 installed by scripts/install_criu.sh):
+ *   deno task bench [--mode local,remote] [--sizes 256,1024]
+ *     [--access seq,random] [--reps 3] [--lazyd "deno run -A mod.ts"]
+ *     [--extra "--fault-window 16"] [--variants "A;B"] [--keep]
+ *
+ * --mode picks local images, lazy migration or both (the default; local
+ * first). --lazyd is the daemon command (a leading `deno` means the running
+ * Deno; relative paths are relative to the repository root), e.g.
  * `--lazyd dist/lazyd`. --extra is appended to lazyd's arguments, for
- * tuning. --keep leaves the scratch directory in place (debugging).
+ * tuning. --variants runs more lazyd configurations in the same
+ * repetitions, each with its own extra arguments after --extra (variants
+ * separated by ";", e.g. `--variants "--background-inflight 64;
+ * --fault-window 64"`), reported one line each against the same CRIU runs.
+ * --keep leaves the scratch directory in place (debugging).
  *
  * @module
  */
@@ -87,10 +112,15 @@ import {
   type RunResult,
   TIME,
 } from "./bench/run.ts";
+import { runRemote } from "./bench/remote.ts";
 
-const USAGE =
-  `usage: deno task bench [--sizes 256,1024] [--access seq,random] [--reps 3]
-  [--lazyd "deno run -A mod.ts"] [--extra "--fault-window 16"] [--keep]`;
+const USAGE = `usage: deno task bench [--mode local,remote] [--sizes 256,1024]
+  [--access seq,random] [--reps 3] [--lazyd "deno run -A mod.ts"]
+  [--extra "--fault-window 16"] [--variants "A;B"] [--keep]`;
+
+/** Where the pages come from: local images, or the source's page server. */
+type Mode = "local" | "remote";
+const MODES: Mode[] = ["local", "remote"];
 
 /** Access patterns and the workload flags that produce them. */
 const ACCESS: Record<string, { label: string; args: string[] }> = {
@@ -106,7 +136,9 @@ type Key =
   | "cpuS"
   | "maxRssMiB"
   | "restoreS"
-  | "drainS";
+  | "drainS"
+  | "lastPageS"
+  | "sourceExitS";
 
 interface Metric {
   key: Key;
@@ -154,12 +186,63 @@ const METRICS: Metric[] = [
   { key: "drainS", label: "(restore end -> exit)", unit: "s", digits: 3 },
 ];
 
+/** Remote mode's metrics and targets (issue 4). */
+const REMOTE_METRICS: Metric[] = [
+  {
+    key: "transferS",
+    label: "full transfer",
+    unit: "s",
+    digits: 3,
+    ratio: 0.35,
+  },
+  {
+    key: "passMs",
+    label: "first full pass",
+    unit: "ms",
+    digits: 1,
+    ratio: 0.5,
+  },
+  {
+    key: "p50Us",
+    label: "fault latency p50",
+    unit: "us",
+    digits: 1,
+    ratio: 1.0,
+  },
+  {
+    key: "p99Us",
+    label: "fault latency p99",
+    unit: "us",
+    digits: 1,
+    ratio: 1.0,
+  },
+  { key: "cpuS", label: "daemon CPU", unit: "s", digits: 2 },
+  { key: "maxRssMiB", label: "daemon peak RSS", unit: "MiB", digits: 1 },
+  { key: "restoreS", label: "(criu restore -d)", unit: "s", digits: 3 },
+  { key: "drainS", label: "(restore end -> exit)", unit: "s", digits: 3 },
+  {
+    key: "lastPageS",
+    label: "(restore end -> last page)",
+    unit: "s",
+    digits: 3,
+  },
+  {
+    key: "sourceExitS",
+    label: "(restore start -> source exit)",
+    unit: "s",
+    digits: 3,
+  },
+];
+
 interface Options {
+  modes: Mode[];
   sizes: number[];
   access: string[];
   reps: number;
   lazyd: string[];
   extra: string[];
+  /** More lazyd configurations: label (as given) and extra arguments. */
+  variants: { label: string; args: string[] }[];
   keep: boolean;
 }
 
@@ -170,11 +253,13 @@ function parse(args: string[]): Options {
   // Hand-rolled: node:util's parseArgs refuses `--extra "--fault-window 16"`
   // (a value that starts with a dash).
   const values = {
+    mode: "local,remote",
     sizes: "256,1024",
     access: "seq,random",
     reps: "3",
     lazyd: "deno run -A mod.ts",
     extra: "",
+    variants: "",
     keep: false,
   };
   for (let i = 0; i < args.length; i++) {
@@ -190,6 +275,12 @@ function parse(args: string[]): Options {
     const v = m![2] ?? args[++i];
     if (v === undefined) throw new UsageError(`--${name} needs a value`);
     values[name] = v;
+  }
+  const modes = values.mode.split(",") as Mode[];
+  for (const m of modes) {
+    if (!MODES.includes(m)) {
+      throw new UsageError(`--mode takes local and/or remote, not "${m}"`);
+    }
   }
   const sizes = values.sizes.split(",").map(Number);
   if (sizes.some((s) => !Number.isInteger(s) || s < 1)) {
@@ -208,12 +299,17 @@ function parse(args: string[]): Options {
   const words = (s: string) => s.split(/\s+/).filter(Boolean);
   const lazyd = words(values.lazyd);
   if (lazyd[0] === "deno") lazyd[0] = Deno.execPath();
+  const variants = values.variants.split(";").map((v) => v.trim()).filter(
+    Boolean,
+  ).map((label) => ({ label, args: words(label) }));
   return {
+    modes: [...new Set(modes)],
     sizes,
     access,
     reps,
     lazyd,
     extra: words(values.extra),
+    variants,
     keep: values.keep,
   };
 }
@@ -258,13 +354,23 @@ async function ensureTime(): Promise<void> {
 }
 
 function runLine(r: RunResult): string {
+  const who = r.variant !== undefined ? `lazyd[${r.variant}]` : r.daemon;
   let s =
-    `  rep ${r.rep + 1} ${r.daemon.padEnd(5)} transfer ${
-      r.transferS.toFixed(3)
-    } s` +
+    `  rep ${r.rep + 1} ${who.padEnd(5)} transfer ${r.transferS.toFixed(3)} s` +
     `  restore ${r.restoreS.toFixed(3)} s  pass ${r.passMs.toFixed(1)} ms` +
     `  p50 ${r.p50Us.toFixed(1)} us  p99 ${r.p99Us.toFixed(1)} us` +
     `  cpu ${r.cpuS.toFixed(2)} s  rss ${r.maxRssMiB.toFixed(1)} MiB`;
+  if (r.lastPageS !== undefined) {
+    s += `  last page +${r.lastPageS.toFixed(3)} s`;
+  }
+  if (r.sourceExitS !== undefined) {
+    s += `  source exit ${r.sourceExitS.toFixed(3)} s`;
+  }
+  if (r.lazydDrainS !== undefined && r.lastPageS !== undefined) {
+    s += `  (lazyd clock: restore finished->exit ${
+      r.lazydDrainS.toFixed(3)
+    } s)`;
+  }
   const st = r.lazydStats as
     | {
       processes?: {
@@ -303,10 +409,18 @@ interface Row {
   pass?: boolean;
 }
 
-function summarize(sizeMiB: number, runs: RunResult[]): Row[] {
+function summarize(
+  sizeMiB: number,
+  runs: RunResult[],
+  metrics: Metric[] = METRICS,
+): Row[] {
   const of = (d: DaemonKind, k: Key) =>
-    median(runs.filter((r) => r.daemon === d).map((r) => r[k]));
-  return METRICS.map((m) => {
+    median(
+      runs.filter((r) => r.daemon === d && r.variant === undefined).map((r) =>
+        r[k] ?? NaN
+      ),
+    );
+  return metrics.map((m) => {
     const criu = of("criu", m.key);
     const lazyd = of("lazyd", m.key);
     const row: Row = {
@@ -317,7 +431,7 @@ function summarize(sizeMiB: number, runs: RunResult[]): Row[] {
       ratio: lazyd / criu,
     };
     if (m.ratio !== undefined) {
-      row.target = `<= ${m.ratio.toFixed(1)}x`;
+      row.target = `<= ${m.ratio}x`;
       row.pass = row.ratio <= m.ratio;
     } else if (m.limit && sizeMiB === m.limit.atSizeMiB) {
       row.target = `<= ${m.limit.value} ${m.unit}`;
@@ -328,7 +442,8 @@ function summarize(sizeMiB: number, runs: RunResult[]): Row[] {
 }
 
 function table(rows: Row[]): string {
-  const digits = (r: Row) => METRICS.find((m) => m.label === r.metric)!.digits;
+  const digits = (r: Row) =>
+    [...METRICS, ...REMOTE_METRICS].find((m) => m.label === r.metric)!.digits;
   const cells = rows.map((r) => [
     r.metric,
     `${r.criu.toFixed(digits(r))} ${r.unit}`,
@@ -349,6 +464,7 @@ function table(rows: Row[]): string {
 }
 
 interface ConfigResult {
+  mode: Mode;
   sizeMiB: number;
   access: string;
   imagesMiB?: number;
@@ -358,6 +474,74 @@ interface ConfigResult {
   /** Each daemon started, listening, stopped: its fixed cost. */
   idle?: IdleResult[];
   summary?: Row[];
+  /** Per lazyd variant: its medians and their ratios to CRIU's. */
+  variants?: VariantRow[];
+}
+
+/** One lazyd variant's medians, against the same CRIU runs. */
+interface VariantRow {
+  variant: string;
+  medians: Partial<Record<Key, number>>;
+  ratios: Partial<Record<Key, number>>;
+}
+
+const VARIANT_KEYS: Key[] = [
+  "transferS",
+  "passMs",
+  "p50Us",
+  "p99Us",
+  "lastPageS",
+  "cpuS",
+];
+
+function summarizeVariants(o: Options, runs: RunResult[]): VariantRow[] {
+  const med = (rs: RunResult[], k: Key) => median(rs.map((r) => r[k] ?? NaN));
+  const criu = runs.filter((r) => r.daemon === "criu");
+  const all = [
+    {
+      label: "(base)",
+      runs: runs.filter((r) => r.daemon === "lazyd" && r.variant === undefined),
+    },
+    ...o.variants.map((v) => ({
+      label: v.label,
+      runs: runs.filter((r) => r.variant === v.label),
+    })),
+  ];
+  return all.map((v) => {
+    const row: VariantRow = { variant: v.label, medians: {}, ratios: {} };
+    for (const k of VARIANT_KEYS) {
+      row.medians[k] = med(v.runs, k);
+      row.ratios[k] = row.medians[k]! / med(criu, k);
+    }
+    return row;
+  });
+}
+
+function variantTable(rows: VariantRow[]): string {
+  const head = [
+    "lazyd extra args",
+    ...VARIANT_KEYS.map((k) =>
+      [...METRICS, ...REMOTE_METRICS].find((m) => m.key === k)!.label
+        .replace(/^\(restore end -> (.*)\)$/, "$1")
+    ),
+  ];
+  const cells = rows.map((r) => [
+    r.variant,
+    ...VARIANT_KEYS.map((k) => {
+      const m = [...METRICS, ...REMOTE_METRICS].find((x) => x.key === k)!;
+      const v = r.medians[k]!;
+      return Number.isFinite(v)
+        ? `${v.toFixed(m.digits)} ${m.unit} (${r.ratios[k]!.toFixed(2)}x)`
+        : "-";
+    }),
+  ]);
+  const all = [head, ...cells];
+  const w = head.map((_, i) => Math.max(...all.map((c) => c[i].length)));
+  return all.map((c) =>
+    "  " +
+    c.map((x, i) => i === 0 ? x.padEnd(w[i]) : x.padStart(w[i])).join("  ")
+      .trimEnd()
+  ).join("\n");
 }
 
 async function pagesMiB(dir: string): Promise<number> {
@@ -372,6 +556,69 @@ async function pagesMiB(dir: string): Promise<number> {
 
 function daemonCommand(o: Options, daemon: DaemonKind): string[] {
   return daemon === "criu" ? [CRIU, "lazy-pages"] : [...o.lazyd, ...o.extra];
+}
+
+/** One daemon configuration of a repetition. */
+interface Contender {
+  daemon: DaemonKind;
+  variant?: string;
+  command: string[];
+}
+
+/**
+ * The daemons of repetition `rep`: CRIU, lazyd, then lazyd's variants, in
+ * an order rotated by one each repetition (so with two contenders CRIU
+ * goes first in odd repetitions, lazyd in even ones, as in local mode).
+ */
+function contenders(o: Options, rep: number): Contender[] {
+  const all: Contender[] = [
+    { daemon: "criu", command: daemonCommand(o, "criu") },
+    { daemon: "lazyd", command: daemonCommand(o, "lazyd") },
+    ...o.variants.map((v) => ({
+      daemon: "lazyd" as const,
+      variant: v.label,
+      command: [...daemonCommand(o, "lazyd"), ...v.args],
+    })),
+  ];
+  const k = rep % all.length;
+  return [...all.slice(k), ...all.slice(0, k)];
+}
+
+async function benchRemoteConfig(
+  o: Options,
+  scratch: string,
+  sizeMiB: number,
+  access: string,
+  out: ConfigResult,
+): Promise<void> {
+  const workloadExe = await buildWorkload();
+  out.imagesMiB = sizeMiB;
+  for (let rep = 0; rep < o.reps; rep++) {
+    for (const c of contenders(o, rep)) {
+      const r = await runRemote({
+        daemon: c.daemon,
+        rep,
+        command: c.command,
+        variant: c.variant,
+        scratch: join(
+          scratch,
+          `remote-${sizeMiB}-${access}-${rep}-${c.daemon}${
+            c.variant === undefined
+              ? ""
+              : `-v${o.variants.findIndex((v) => v.label === c.variant)}`
+          }`,
+        ),
+        sizeMiB,
+        workloadArgs: ACCESS[access].args,
+        workloadExe,
+        timeoutMs: 120_000 + 300 * sizeMiB,
+      });
+      out.runs.push(r);
+      console.log(runLine(r));
+    }
+  }
+  out.summary = summarize(sizeMiB, out.runs, REMOTE_METRICS);
+  if (o.variants.length) out.variants = summarizeVariants(o, out.runs);
 }
 
 async function benchConfig(
@@ -396,14 +643,12 @@ async function benchConfig(
   const dumpLog = Deno.readTextFileSync(w.log);
   const workloadExe = await buildWorkload();
   for (let rep = 0; rep < o.reps; rep++) {
-    const order: DaemonKind[] = rep % 2 === 0
-      ? ["criu", "lazyd"]
-      : ["lazyd", "criu"];
-    for (const daemon of order) {
+    for (const c of contenders(o, rep)) {
       const r = await runOnce({
-        daemon,
+        daemon: c.daemon,
         rep,
-        command: daemonCommand(o, daemon),
+        command: c.command,
+        variant: c.variant,
         dumpDir,
         scratch: base,
         workload: w,
@@ -440,9 +685,57 @@ async function benchConfig(
     );
   }
   out.summary = summarize(sizeMiB, out.runs);
+  if (o.variants.length) out.variants = summarizeVariants(o, out.runs);
   if (!o.keep) {
     await Deno.remove(base, { recursive: true });
     undoBase();
+  }
+}
+
+/** Runs and prints one configuration. */
+async function benchOne(
+  o: Options,
+  scratch: string,
+  c: ConfigResult,
+): Promise<void> {
+  const { mode, sizeMiB: size, access } = c;
+  const what = `${size} MiB, ${ACCESS[access].label} access, ${
+    mode === "local" ? "local images" : "remote (lazy migration)"
+  }`;
+  console.log(`\n== ${what}`);
+  if (mode === "local") await benchConfig(o, scratch, size, access, c);
+  else await benchRemoteConfig(o, scratch, size, access, c);
+  console.log(
+    `\n${what}: medians of ${o.reps} rep(s), ` +
+      `${c.imagesMiB!.toFixed(0)} MiB of pages, load now ${
+        Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
+      }`,
+  );
+  console.log(table(c.summary!));
+  if (c.variants) {
+    console.log("  lazyd variants (medians, ratio to criu):");
+    console.log(variantTable(c.variants));
+  }
+  if (c.idle) {
+    console.log(
+      "  idle daemon (start, listen, SIGTERM; no paging): " +
+        c.idle.map((i) =>
+          `${i.daemon} cpu ${i.cpuS.toFixed(2)} s, rss ${
+            i.maxRssMiB.toFixed(1)
+          } MiB, ` +
+          `listening after ${i.startS.toFixed(3)} s`
+        ).join("; "),
+    );
+  }
+  const ref = c.reference;
+  if (ref) {
+    console.log(
+      `  reference, plain criu restore (all pages present before the pass): ` +
+        `restore ${ref.restoreS.toFixed(3)} s, pass ${
+          ref.passMs.toFixed(1)
+        } ms, ` +
+        `p50 ${ref.p50Us.toFixed(1)} us, p99 ${ref.p99Us.toFixed(1)} us`,
+    );
   }
 }
 
@@ -486,7 +779,9 @@ async function main(): Promise<number> {
   const lazydCmd = [...o.lazyd, ...o.extra].join(" ");
   const tree = await gitState();
   console.log(
-    `lazyd vs criu lazy-pages: sizes ${o.sizes.join(",")} MiB, access ${
+    `lazyd vs criu lazy-pages: mode ${o.modes.join(",")}, sizes ${
+      o.sizes.join(",")
+    } MiB, access ${
       o.access.join(",")
     }, ${o.reps} rep(s); lazyd = ${lazydCmd} (working tree ${tree}); ${navigator.hardwareConcurrency} CPUs, load ${
       Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
@@ -496,38 +791,13 @@ async function main(): Promise<number> {
   let error: string | undefined;
   const t0 = performance.now();
   try {
-    for (const size of o.sizes) {
-      for (const access of o.access) {
-        const c: ConfigResult = { sizeMiB: size, access, runs: [] };
-        configs.push(c);
-        console.log(`\n== ${size} MiB, ${ACCESS[access].label} access`);
-        await benchConfig(o, scratch, size, access, c);
-        console.log(
-          `\n${size} MiB, ${
-            ACCESS[access].label
-          } access: medians of ${o.reps} rep(s), ` +
-            `${c.imagesMiB!.toFixed(0)} MiB of pages, load now ${
-              Deno.loadavg().map((x) => x.toFixed(2)).join(" ")
-            }`,
-        );
-        console.log(table(c.summary!));
-        console.log(
-          "  idle daemon (start, listen, SIGTERM; no paging): " +
-            c.idle!.map((i) =>
-              `${i.daemon} cpu ${i.cpuS.toFixed(2)} s, rss ${
-                i.maxRssMiB.toFixed(1)
-              } MiB, ` +
-              `listening after ${i.startS.toFixed(3)} s`
-            ).join("; "),
-        );
-        const ref = c.reference!;
-        console.log(
-          `  reference, plain criu restore (all pages present before the pass): ` +
-            `restore ${ref.restoreS.toFixed(3)} s, pass ${
-              ref.passMs.toFixed(1)
-            } ms, ` +
-            `p50 ${ref.p50Us.toFixed(1)} us, p99 ${ref.p99Us.toFixed(1)} us`,
-        );
+    for (const mode of o.modes) {
+      for (const size of o.sizes) {
+        for (const access of o.access) {
+          const c: ConfigResult = { mode, sizeMiB: size, access, runs: [] };
+          configs.push(c);
+          await benchOne(o, scratch, c);
+        }
       }
     }
   } catch (e) {

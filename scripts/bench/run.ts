@@ -60,6 +60,22 @@ export interface RunResult {
   daemonWallS: number;
   /** lazyd's --stats-file, when the daemon is lazyd. */
   lazydStats?: unknown;
+  /**
+   * Remote mode: seconds from the end of `criu restore` until the restored
+   * process held all its memory (its RssAnon, sampled every few ms, first
+   * within a small slack of its final value): the last page's arrival,
+   * measured the same way for both daemons. NaN when not sampled.
+   */
+  lastPageS?: number;
+  /** Remote mode: seconds from the start of `criu restore` to the source dump's exit. */
+  sourceExitS?: number;
+  /**
+   * lazyd only: seconds from restore's "restore finished" message to
+   * lazyd's exit, by lazyd's own clock (stats totalMs - restoreFinishedMs).
+   */
+  lazydDrainS?: number;
+  /** Which lazyd variant ran (extra arguments), when not the base one. */
+  variant?: string;
   /** The restored workload's log lines. */
   workloadLines: string[];
 }
@@ -172,6 +188,74 @@ export interface RunOptions {
   dumpLog: string;
   /** Longest wait for the workload's verdict and the daemon's exit. */
   timeoutMs: number;
+  /** Label of a lazyd variant (its extra arguments), for the results. */
+  variant?: string;
+  /** Remote mode: the page server the daemon fetches from. */
+  remote?: RemoteSource;
+}
+
+/** The source side of a remote run: a `criu dump --lazy-pages` serving. */
+export interface RemoteSource {
+  /** Daemon arguments: `--page-server --address A --port P`. */
+  daemonArgs: string[];
+  /** Resolves once the source dump exited: its status and performance.now(). */
+  exited: Promise<{ code: number; at: number }>;
+  /** Size of the workload's buffer (for the last-page slack). */
+  sizeMiB: number;
+}
+
+/** RssAnon samples of one process: [performance.now(), KiB]. */
+interface RssSampler {
+  /** Stops sampling; returns the samples. */
+  stop(): Promise<[number, number][]>;
+}
+
+/**
+ * Samples `pid`'s RssAnon every `everyMs` until stopped or the process is
+ * gone. Reading /proc/PID/status takes no mmap lock and costs some tens of
+ * microseconds, the same for either daemon.
+ */
+function sampleRss(pid: number, everyMs = 2): RssSampler {
+  const samples: [number, number][] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      let text: string;
+      try {
+        text = Deno.readTextFileSync(`/proc/${pid}/status`);
+      } catch {
+        return;
+      }
+      const m = text.match(/^RssAnon:\s+(\d+)/m);
+      if (!m) return; // a zombie has no memory left
+      samples.push([performance.now(), Number(m[1])]);
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+/**
+ * When the last lazy page arrived: the first sample within `slackKiB` of
+ * the largest. The slack covers what the workload itself allocates during
+ * its pass (its latency and order arrays, 16 bytes a page, and some
+ * more), which may come after the last page.
+ */
+function lastPageAt(
+  samples: [number, number][],
+  sizeMiB: number,
+): number {
+  if (!samples.length) return NaN;
+  const max = Math.max(...samples.map((s) => s[1]));
+  if (max < sizeMiB * 1024) return NaN; // never saw the whole buffer
+  const slackKiB = (16 * sizeMiB * 256) / 1024 + 1024;
+  return samples.find((s) => s[1] >= max - slackKiB)![0];
 }
 
 /** GNU time's output for "%e %U %S %M" (the last line; earlier lines report signals). */
@@ -369,6 +453,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
   };
   const undoProcs = onCleanup(stop);
   const statsFile = join(dir, "stats.json");
+  let sampler: RssSampler | undefined;
   try {
     await freshCopy(o.dumpDir, dir);
     // The restored workload appends to the original log: give every run
@@ -381,15 +466,20 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       d = await launch({
         daemon: o.daemon,
         command: o.command,
-        extra: o.daemon === "lazyd" ? ["--stats-file", statsFile] : [],
+        extra: [
+          ...(o.remote?.daemonArgs ?? []),
+          ...(o.daemon === "lazyd" ? ["--stats-file", statsFile] : []),
+        ],
       }, dir);
     }
     const code = () => d ? d.code() : 0;
 
     const t0 = performance.now();
     restored = await restoreLazy(dir, { lazy });
-    const restoreS = (performance.now() - t0) / 1000;
+    const restoreEnd = performance.now();
+    const restoreS = (restoreEnd - t0) / 1000;
     Deno.kill(restored, "SIGUSR2");
+    sampler = o.remote ? sampleRss(restored) : undefined;
 
     const deadline = { timeoutMs: o.timeoutMs };
     await waitFor("the restored workload's verdict", () => {
@@ -400,6 +490,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       return lines().some((l) => /^exit \d+ pid=1\b/.test(l));
     }, deadline);
     await waitFor(`${o.daemon} to exit`, () => code() !== undefined, deadline);
+    const samples = await sampler?.stop();
+    sampler = undefined;
     const l = lines();
     if (
       l.some((x) => x.startsWith("BAD")) ||
@@ -408,6 +500,23 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       throw new Error(`MEMORY VERIFICATION FAILED:\n${l.join("\n")}`);
     }
     if (code() !== 0) throw new Error(`${o.daemon} exited ${code()}`);
+    let sourceExitS: number | undefined;
+    if (o.remote) {
+      // The source's dump ends once the daemon closed the session.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const src = await Promise.race([
+        o.remote.exited,
+        new Promise<undefined>((r) => {
+          timer = setTimeout(() => r(undefined), 30_000);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!src) throw new Error("the source dump did not exit");
+      if (src.code !== 0) {
+        throw new Error(`the source dump exited ${src.code}`);
+      }
+      sourceExitS = (src.at - t0) / 1000;
+    }
     // The restored tree must be gone before the next run starts.
     await waitFor("the restored workload to exit", () => !alive(restored), {
       timeoutMs: 30_000,
@@ -424,7 +533,21 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
         lazydStats = JSON.parse(Deno.readTextFileSync(statsFile));
       } catch { /* reported as missing */ }
     }
+    const st = lazydStats as
+      | { totalMs?: number; restoreFinishedMs?: number }
+      | undefined;
+    const extra: Partial<RunResult> = {};
+    if (o.variant !== undefined) extra.variant = o.variant;
+    if (o.remote) {
+      extra.lastPageS = (lastPageAt(samples ?? [], o.remote.sizeMiB) -
+        restoreEnd) / 1000;
+      extra.sourceExitS = sourceExitS;
+    }
+    if (st?.totalMs !== undefined && st.restoreFinishedMs !== undefined) {
+      extra.lazydDrainS = (st.totalMs - st.restoreFinishedMs) / 1000;
+    }
     return {
+      ...extra,
       daemon: o.daemon,
       rep: o.rep,
       transferS,
@@ -443,6 +566,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       workloadLines: l,
     };
   } catch (e) {
+    await sampler?.stop();
     await stop(); // so that the daemon's stderr is in
     const log = join(dir, "lazy-pages.log");
     console.error(

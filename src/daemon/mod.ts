@@ -19,7 +19,7 @@ export { DEFAULT_PAGER_OPTIONS, type PagerOptions } from "./pager.ts";
  * a fast link busy, little enough that a fault's reply, queued behind them
  * on the one TCP stream, is not held up for long.
  */
-export const DEFAULT_BACKGROUND_INFLIGHT = 1 << 20;
+export const DEFAULT_BACKGROUND_INFLIGHT = 4 << 20;
 export { RESTORE_FINISHED, type RuntimeConfig, type Stats } from "./runtime.ts";
 export { inWorker, workerMain } from "./worker.ts";
 
