@@ -24,9 +24,10 @@ fi
 
 # gcc/libc6-dev: the test workload and the launcher; libzstd-dev + zstd: the
 # self-contained build; time: the benchmark's CPU and RSS figures;
-# iproute2/util-linux: namespaces for the tests; openssl: TLS test certs.
+# iproute2/util-linux: namespaces for the tests; openssl: TLS test certs;
+# rsync: the pre-copy migration in the QEMU guest copies images with it.
 need=()
-for p in gcc libc6-dev libzstd-dev zstd time iproute2 util-linux openssl; do
+for p in gcc libc6-dev libzstd-dev zstd time iproute2 util-linux openssl rsync; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
