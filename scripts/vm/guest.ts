@@ -450,6 +450,15 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 mount -t tmpfs shm /dev/shm
 echo 4194304 >/proc/sys/fs/pipe-max-size
+# The tmpfs on /tmp hides a checkout that lives under the host's /tmp (CI
+# may clone there): mount the host root once more and bind it back.
+case '${ROOT}' in /tmp/*)
+  mkdir -p /run/hostroot '${ROOT}'
+  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /run/hostroot &&
+    mount --bind '/run/hostroot${ROOT}' '${ROOT}' ||
+    echo "LAZYD-VM: cannot bind ${ROOT} back over the guest's /tmp"
+  ;;
+esac
 if [ -d '${hostDenoDir()}' ]; then
   mkdir -p /tmp/deno-dir && cp -a '${hostDenoDir()}/.' /tmp/deno-dir/ 2>/dev/null
   export DENO_DIR=/tmp/deno-dir

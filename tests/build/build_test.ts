@@ -18,7 +18,9 @@ const TRAILER = 184;
 
 /** A scratch directory outside /tmp, which some tests mount over. */
 function scratch(prefix: string): string {
-  const parent = join(ROOT, ".cache", "build-test");
+  // Not under /tmp (some tests mount over it), and not under the checkout
+  // either: CI may clone into /tmp.
+  const parent = "/var/tmp/lazyd-build-test";
   Deno.mkdirSync(parent, { recursive: true });
   return Deno.makeTempDirSync({ dir: parent, prefix });
 }
