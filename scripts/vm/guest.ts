@@ -236,8 +236,12 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /mods/order); do insmod /mods/$m 2>/dev/null; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /newroot ||
   { echo "LAZYD-VM: 9p root mount failed"; poweroff -f; }
-mount -t tmpfs -o size=75% tmp /newroot/tmp
 mount -t tmpfs run /newroot/run
+# The host root stays reachable at /run/hostroot once /tmp is covered, so
+# that a checkout under the host's /tmp can be bound back (guest script).
+mkdir -p /newroot/run/hostroot
+mount -o bind /newroot /newroot/run/hostroot
+mount -t tmpfs -o size=75% tmp /newroot/tmp
 mkdir -p /newroot/tmp/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/tmp/out ||
   { echo "LAZYD-VM: 9p out mount failed"; poweroff -f; }
@@ -451,11 +455,10 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs shm /dev/shm
 echo 4194304 >/proc/sys/fs/pipe-max-size
 # The tmpfs on /tmp hides a checkout that lives under the host's /tmp (CI
-# may clone there): mount the host root once more and bind it back.
+# may clone there): bind it back from the host root kept at /run/hostroot.
 case '${ROOT}' in /tmp/*)
-  mkdir -p /run/hostroot '${ROOT}'
-  mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /run/hostroot &&
-    mount --bind '/run/hostroot${ROOT}' '${ROOT}' ||
+  mkdir -p '${ROOT}'
+  mount --bind '/run/hostroot${ROOT}' '${ROOT}' ||
     echo "LAZYD-VM: cannot bind ${ROOT} back over the guest's /tmp"
   ;;
 esac

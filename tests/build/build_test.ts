@@ -11,7 +11,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { e2eTest } from "../e2e/env.ts";
-import { ROOT } from "../../scripts/build.ts";
 import { buildFixture, buildOnce, haveCli } from "./build_helper.ts";
 
 const TRAILER = 184;
