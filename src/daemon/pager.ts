@@ -188,7 +188,7 @@ export class Pager {
         };
       } else req.pieces.shift();
     }
-    p.inflight.splice(p.inflight.indexOf(req), 1);
+    dropRequest(p, req);
     chunk.release();
     return "done";
   }
@@ -314,7 +314,7 @@ export class Pager {
     const outcome = this.complete(pending, chunk);
     if (outcome === "retry") {
       p.lazy = mergeLists(p.lazy, req.pieces);
-      p.inflight.splice(p.inflight.indexOf(req), 1);
+      dropRequest(p, req);
       chunk.release();
     }
     return outcome;
@@ -454,6 +454,12 @@ export class Pager {
     p.reason = reason;
     return "failed";
   }
+}
+
+/** Forgets a request of `p` (indexOf -1 must not make splice drop another). */
+function dropRequest(p: LazyProcess, req: InFlight): void {
+  const i = p.inflight.indexOf(req);
+  if (i >= 0) p.inflight.splice(i, 1);
 }
 
 /** The request on its way that holds `page` of `p`, if any. */
