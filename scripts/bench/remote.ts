@@ -12,11 +12,7 @@
 
 import { join } from "node:path";
 import {
-  CRIU,
-  CRIU_ENV,
-  freePort,
-  raisePipeMaxSize,
-  runOk,
+  dumpLazy,
   startWorkload,
   tail,
   type Workload,
@@ -37,86 +33,40 @@ interface LazyDump extends RemoteSource {
 
 /**
  * `criu dump --lazy-pages --address 127.0.0.1 --port PORT` of `w` into
- * `dir`; resolves once CRIU reports through --status-fd that its page
- * server listens. Like tests/e2e/env.ts's dumpLazy, but at CRIU's default
- * log level: the page server's per-request debug lines (-v4) would tax the
- * daemon that sends more requests.
+ * `dir`, serving once CRIU reports through --status-fd that its page server
+ * listens; at CRIU's default log level, because the page server's
+ * per-request debug lines (-v4) would tax the daemon that sends more
+ * requests.
  */
 async function lazyDump(
   w: Workload,
   dir: string,
   sizeMiB: number,
 ): Promise<LazyDump> {
-  raisePipeMaxSize();
-  await Deno.mkdir(dir, { recursive: true });
-  const port = freePort();
-  const fifo = join(dir, "..", `dump-status-${port}`);
-  await runOk("mkfifo", [fifo]);
-  const proc = new Deno.Command("bash", {
-    args: [
-      "-c",
-      'exec "$@" 9>"$FIFO"',
-      "bash",
-      CRIU,
-      "dump",
-      "-t",
-      String(w.pid),
-      "-D",
-      dir,
-      "--lazy-pages",
-      "--address",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--status-fd",
-      "9",
-      "-o",
-      "dump.log",
-    ],
-    env: { FIFO: fifo, ...CRIU_ENV },
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const d = await dumpLazy(w, dir, { logLevel: 2 });
   let code: number | undefined;
-  const exited = proc.output().then(
+  const exited = d.result.then(
     (r) => ({ code: code = r.code, at: performance.now() }),
     () => ({ code: code = -1, at: performance.now() }),
   );
-  const kill = async () => {
-    if (code === undefined) {
-      try {
-        proc.kill("SIGKILL");
-      } catch { /* exited */ }
-    }
-    await exited;
-  };
-  // Opening the FIFO blocks until CRIU opens its end; the read returns the
-  // status byte once the page server listens, or EOF if the dump failed.
-  const f = await Deno.open(fifo, { read: true });
-  const buf = new Uint8Array(1);
-  const n = await f.read(buf);
-  f.close();
-  await Deno.remove(fifo);
-  if (n !== 1) {
-    const st = await exited;
-    throw new Error(
-      `criu dump --lazy-pages failed (${st.code}): ${
-        tail(join(dir, "dump.log"))
-      }`,
-    );
-  }
   return {
     daemonArgs: [
       "--page-server",
       "--address",
       "127.0.0.1",
       "--port",
-      String(port),
+      String(d.port),
     ],
     exited,
     sizeMiB,
-    kill,
+    kill: async () => {
+      if (code === undefined) {
+        try {
+          d.proc.kill("SIGKILL");
+        } catch { /* exited */ }
+      }
+      await exited;
+    },
   };
 }
 

@@ -31,6 +31,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { run as sh, type RunResult } from "../../tests/e2e/env.ts";
 
 /** The repository's root directory. */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -63,38 +64,12 @@ const MODULES = [
 /** Thrown when the guest cannot be built or booted. */
 export class VmError extends Error {}
 
-interface CmdResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function sh(
-  cmd: string,
-  args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
-): Promise<CmdResult> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    cwd: options.cwd,
-    env: options.env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
-}
-
+/** `run`, with a failure as the VmError that callers of this module expect. */
 async function shOk(
   cmd: string,
   args: string[],
   options: { cwd?: string; env?: Record<string, string> } = {},
-): Promise<CmdResult> {
+): Promise<RunResult> {
   const r = await sh(cmd, args, options);
   if (r.code !== 0) {
     throw new VmError(

@@ -402,7 +402,13 @@ export function freePort(): number {
 export async function dumpLazy(
   w: Workload,
   dir: string,
-  options: { port?: number; address?: string; extra?: string[] } = {},
+  options: {
+    port?: number;
+    address?: string;
+    extra?: string[];
+    /** CRIU's -v level (default 4; benchmarks use 2: the page server logs each request at 4). */
+    logLevel?: number;
+  } = {},
 ): Promise<LazyDump> {
   raisePipeMaxSize();
   Deno.mkdirSync(dir, { recursive: true });
@@ -427,7 +433,7 @@ export async function dumpLazy(
       String(port),
       "--status-fd",
       "9",
-      "-v4",
+      `-v${options.logLevel ?? 4}`,
       "-o",
       "dump.log",
       ...(options.extra ?? []),
