@@ -13,23 +13,11 @@ import {
   type CritImage,
   critShow,
 } from "../images/_crit.ts";
-import {
-  copyImages,
-  CRIT,
-  dump,
-  dumpLazy,
-  e2eTest,
-  lazydCommand,
-  run,
-  runOk,
-  scratch,
-  startWorkload,
-} from "./env.ts";
+import { CRIT, e2eTest, lazydCommand, run, runOk } from "./env.ts";
 import { splitDump } from "./split_dump.ts";
+import { makeRealDumps } from "../images/_real_dump.ts";
 
 const PAGE = 4096n;
-// A root and a child with 2 MiB each, and a zombie.
-const WORKLOAD = { sizeMiB: 2, args: ["-c", "1", "-z"] };
 
 const PE_PARENT = 1;
 const PE_LAZY = 2;
@@ -215,28 +203,8 @@ function buffersLazy(r: InspectReport): void {
 e2eTest("inspect: lazyd inspect --json agrees with crit on real dumps", {
   needs: ["root", "criu", "crit", "gcc"],
 }, async (t) => {
-  const base = scratch("inspect");
+  const { base, plain, lazy } = await makeRealDumps({ sizeMiB: 2 });
   try {
-    for (const name of ["w1", "w2"]) Deno.mkdirSync(join(base, name));
-    const plain = join(base, "plain");
-    const lazy = join(base, "lazy");
-    const w1 = await startWorkload(join(base, "w1"), WORKLOAD);
-    try {
-      await dump(w1, plain);
-    } finally {
-      await w1.kill();
-    }
-    const w2 = await startWorkload(join(base, "w2"), WORKLOAD);
-    try {
-      const source = await dumpLazy(w2, join(base, "lazy-src"));
-      try {
-        await copyImages(join(base, "lazy-src"), lazy);
-      } finally {
-        await source.stop();
-      }
-    } finally {
-      await w2.kill();
-    }
     const split = await splitDump(plain, {
       parent: join(base, "chain-parent"),
       child: join(base, "chain-child"),

@@ -20,11 +20,14 @@ export interface RealDumps {
   lazy: string;
 }
 
-// A root with 8 MiB, one child with its own 8 MiB, and a zombie.
-const WORKLOAD = { sizeMiB: 8, args: ["-c", "1", "-z"] };
-
-/** Makes both dumps (needs root, CRIU and gcc). */
-export async function makeRealDumps(): Promise<RealDumps> {
+/**
+ * Makes both dumps (needs root, CRIU and gcc) of a root, one child and a
+ * zombie, each live process with `sizeMiB` (default 8) of its own.
+ */
+export async function makeRealDumps(
+  options: { sizeMiB?: number } = {},
+): Promise<RealDumps> {
+  const WORKLOAD = { sizeMiB: options.sizeMiB ?? 8, args: ["-c", "1", "-z"] };
   const base = scratch("images");
   const plain = join(base, "plain");
   const lazy = join(base, "lazy");
