@@ -114,6 +114,15 @@ export const SYMBOLS = {
     result: "i32", // int
     nonblocking: false,
   },
+  /** `int shutdown(int sockfd, int how)` */
+  shutdown: {
+    parameters: [
+      "i32", // int sockfd
+      "i32", // int how
+    ],
+    result: "i32", // int
+    nonblocking: false,
+  },
   /** `int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)` */
   getsockopt: {
     parameters: [

@@ -105,6 +105,7 @@ export {
   recvSome,
   resolveTcp,
   sendSome,
+  shutdownWrite,
   type TcpAddress,
   type TcpConnection,
 } from "./tcp.ts";

@@ -24,6 +24,7 @@ const IPPROTO_TCP = 6;
 const TCP_NODELAY = 1;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
+const SHUT_WR = 1;
 /** `EINPROGRESS` (not in {@linkcode E}): a non-blocking connect is under way. */
 const EINPROGRESS = 115;
 // struct addrinfo on x86_64: ai_flags@0, ai_family@4, ai_socktype@8,
@@ -241,4 +242,13 @@ export function recvSome(fd: number, into: Uint8Array): number | null {
     if (e === E.EAGAIN) return null;
     throw new SysError("recv", e);
   }
+}
+
+/**
+ * `shutdown(fd, SHUT_WR)`: sends FIN after whatever is queued; receiving
+ * goes on until the peer closes. Throws SysError (ENOTCONN when the peer
+ * already reset the connection).
+ */
+export function shutdownWrite(fd: number): void {
+  check(libc().shutdown(fd, SHUT_WR), "shutdown");
 }

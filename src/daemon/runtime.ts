@@ -784,6 +784,18 @@ class Runtime {
     // After a failure the session is not closed politely: the source may
     // be what failed, and the closing exchange must not delay the exit.
     if (this.#remote && this.#failed) this.#remote.abort();
+    else if (this.#remote) {
+      const status = this.#remote.close();
+      if (status !== 0) {
+        this.#log.warn(
+          `page server ${this.#remote.peer}: ${
+            status === undefined
+              ? "no status after PS_IOV_CLOSE"
+              : `status ${status} after PS_IOV_CLOSE`
+          }`,
+        );
+      }
+    }
     this.#source?.close();
   }
 

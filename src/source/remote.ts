@@ -28,6 +28,7 @@ import {
   type PageBuffer,
   recvSome,
   sendSome,
+  shutdownWrite,
 } from "../../ffi/mod.ts";
 import {
   entryIndexAt,
@@ -86,10 +87,11 @@ interface Transport {
   send(data: Uint8Array): number | null;
   recv(into: Uint8Array): number | null;
   /**
-   * Closes politely where the protocol has a way (TLS close_notify);
-   * returns whether the peer then answers in kind and should be awaited.
+   * Ends our direction for good (TLS: close_notify first), so that the
+   * peer sees the end of the stream right away; receiving goes on. Gives
+   * up at `deadline` (a Date.now() value).
    */
-  shutdown(): boolean;
+  finish(deadline: number): void;
   /** Frees what the transport holds; never closes the fd. */
   dispose(): void;
 }
@@ -98,8 +100,7 @@ function plain(fd: number): Transport {
   return {
     send: (d) => sendSome(fd, d),
     recv: (b) => recvSome(fd, b),
-    // CRIU's server waits for our close and sends nothing more.
-    shutdown: () => false,
+    finish: () => shutdownWrite(fd),
     dispose: () => {},
   };
 }
@@ -139,13 +140,12 @@ function tls(
   return {
     send: (d) => s.send(d),
     recv: (b) => s.recv(b),
-    shutdown: () => {
-      try {
-        s.bye();
-        return true;
-      } catch {
-        return false; // the peer may be gone; nothing is owed
+    finish: (deadline) => {
+      while (s.bye() !== "done") {
+        if (Date.now() > deadline) throw new Error("TLS close_notify timed out");
+        nap();
       }
+      shutdownWrite(fd);
     },
     dispose: () => s.close(),
   };
@@ -326,43 +326,53 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   }
 
   /**
-   * Ends the session as CRIU does: PS_IOV_CLOSE, then the server's 4-byte
-   * status, then close. Waits at most `timeoutMs` for the status; a server
-   * already gone is fine at this point (every page was delivered).
+   * Ends the session: PS_IOV_CLOSE, the end of our stream, the server's
+   * 4-byte status, the end of its stream, close. Waits at most `timeoutMs`
+   * in all; a server already gone is fine at this point (every page was
+   * delivered).
+   *
+   * Why end our stream before the status arrives: CRIU's server writes the
+   * status into a TCP_CORKed socket and then blocks reading until we close
+   * (it wants the client to close first, against TIME_WAIT; any byte after
+   * PS_IOV_CLOSE is "Unexpected data", a failed transfer). Nothing uncorks
+   * the status until the kernel's 200 ms cork ceiling, unless the server
+   * closes: so a client that waits for the status before closing always
+   * waits 200 ms (CRIU's own daemon does). Half-closing right after the
+   * request lets the server finish and close, which sends the status at
+   * once; we still read it and the server's end of stream, so our close
+   * finds nothing unread and resets nothing. With TLS our close_notify goes
+   * first: the server's gnutls_bye waits for it before the final read.
+   *
+   * Returns the status word (CRIU always sends 0), or undefined when none
+   * arrived in time.
    */
-  close(options: { timeoutMs?: number } = {}): void {
-    if (this.#closed) return;
+  close(options: { timeoutMs?: number } = {}): number | undefined {
+    if (this.#closed) return undefined;
     this.#closed = true;
+    let result: number | undefined;
     try {
       this.#outLen = 0;
       this.#put(PS.IOV_CLOSE, { pages: 0, image: 0, pid: 0 });
       const end = Date.now() + (options.timeoutMs ?? 5000);
-      while (this.#outLen > 0 && Date.now() < end) this.#flush();
+      while (this.#outLen > 0 && Date.now() < end) {
+        this.#flush();
+        if (this.#outLen > 0) nap();
+      }
+      this.#io.finish(end);
       const status = new Uint8Array(4);
       let got = 0;
       while (got < 4 && Date.now() < end) {
         const n = this.#io.recv(status.subarray(got));
         if (n === 0) break;
-        if (n === null) {
-          // Nothing yet: sleep a millisecond (this runs on the uffd worker,
-          // after every process is done, so blocking it is harmless).
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-          continue;
-        }
-        got += n;
+        if (n === null) nap();
+        else got += n;
       }
-      // Then wait for the server to close its side (with TLS, its
-      // close_notify), so that our close finds nothing unread: closing
-      // over unread data resets the connection, and CRIU's server takes a
-      // reset at this point for a failed transfer.
-      const answers = this.#io.shutdown();
+      if (got === 4) result = new DataView(status.buffer).getInt32(0, true);
       const sink = new Uint8Array(256);
-      while (answers && Date.now() < end) {
+      while (Date.now() < end) {
         const n = this.#io.recv(sink);
         if (n === 0) break;
-        if (n === null) {
-          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
-        }
+        if (n === null) nap();
       }
     } catch {
       // The server may have gone away after the last reply; nothing is
@@ -370,6 +380,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
     } finally {
       this.#release();
     }
+    return result;
   }
 
   /** Closes the connection without the closing exchange (after a failure). */
@@ -503,4 +514,12 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
     if (list) list.push(buf);
     else this.#pool.set(buf.size, [buf]);
   }
+}
+
+/**
+ * Sleeps a millisecond. Only the closing exchange uses it: it runs on the
+ * uffd worker after every process is done, so blocking it is harmless.
+ */
+function nap(): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
 }

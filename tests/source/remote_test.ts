@@ -224,6 +224,73 @@ Deno.test("remote: PE_LAZY|PE_PARENT pages are read from the parent chain, not a
   });
 });
 
+/**
+ * A server on its own thread that behaves like CRIU's at the end of a
+ * session: after PS_IOV_CLOSE it writes the status into a corked socket
+ * (so it only leaves when the server closes), then waits for the
+ * client's end of stream, then closes. Reports what it read.
+ */
+const CORKED_SERVER = `
+const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+postMessage({ port: l.addr.port });
+const conn = await l.accept();
+const buf = new Uint8Array(64);
+let got = 0;
+while (got < 24) {
+  const n = await conn.read(buf.subarray(got));
+  if (n === null) break;
+  got += n;
+}
+const cmd = new DataView(buf.buffer).getUint32(0, true);
+const next = await conn.read(buf);
+try {
+  await conn.write(new Uint8Array(4));
+} catch { /* the client is gone */ }
+conn.close();
+l.close();
+postMessage({ cmd, next: next === null ? "eof" : "data" });
+`;
+
+Deno.test("remote: close() ends our stream first, so a corked server's status comes at once", async () => {
+  const worker = new Worker(
+    URL.createObjectURL(
+      new Blob([CORKED_SERVER], { type: "application/javascript" }),
+    ),
+    { type: "module" },
+  );
+  const messages: Record<string, unknown>[] = [];
+  const received = () => new Promise<void>((r) => {
+    worker.onmessage = (e) => {
+      messages.push(e.data);
+      r();
+    };
+  });
+  const { dir, root } = images();
+  try {
+    await received();
+    const c = RemoteSource.connect<string>({
+      host: "127.0.0.1",
+      port: messages[0].port as number,
+      dir,
+      local: new LocalSource(dir),
+      backgroundInflight: 8 * P,
+    });
+    const report = received();
+    const t0 = Date.now();
+    // A client that waited for the status before closing would sit here
+    // until its timeout: the server only sends it once it saw our end.
+    const status = c.close({ timeoutMs: 3000 });
+    const ms = Date.now() - t0;
+    await report;
+    assert.deepEqual(messages[1], { cmd: 0x1023, next: "eof" });
+    assert.equal(status, 0, "the status word arrived");
+    assert.ok(ms < 1500, `close() took ${ms} ms`);
+  } finally {
+    worker.terminate();
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
 for (
   const [name, reply, message] of [
     [
