@@ -43,14 +43,30 @@ function descends(pid: number, ancestor: number): boolean {
 /**
  * The host pid of the process whose innermost pid is `nsPid` and that
  * descends from `ancestor`, or undefined when there is no such process.
+ *
+ * Restore waits for the answer before its processes can be served (the
+ * first faults come during restore), so the search walks down from
+ * `ancestor` (a handful of processes) rather than reading every
+ * process's status: the whole-/proc scan costs milliseconds on a busy
+ * host and far more on a slow one. The scan remains the fallback, for a
+ * kernel without `/proc/<pid>/task/<tid>/children`.
  */
 export function findHostPid(
   nsPid: number,
   options: { ancestor: number },
 ): number | undefined {
+  const seen = new Set<number>();
+  const queue = [options.ancestor];
+  for (let i = 0; i < queue.length && seen.size < 65536; i++) {
+    const pid = queue[i];
+    if (seen.has(pid)) continue;
+    seen.add(pid);
+    if (pid > 1 && status(pid)?.nspid === nsPid) return pid;
+    queue.push(...childrenOf(pid));
+  }
   for (const e of Deno.readDirSync("/proc")) {
     const pid = Number(e.name);
-    if (!Number.isInteger(pid) || pid <= 1) continue;
+    if (!Number.isInteger(pid) || pid <= 1 || seen.has(pid)) continue;
     const s = status(pid);
     if (s && s.nspid === nsPid && descends(pid, options.ancestor)) return pid;
   }

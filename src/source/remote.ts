@@ -142,7 +142,9 @@ function tls(
     recv: (b) => s.recv(b),
     finish: (deadline) => {
       while (s.bye() !== "done") {
-        if (Date.now() > deadline) throw new Error("TLS close_notify timed out");
+        if (Date.now() > deadline) {
+          throw new Error("TLS close_notify timed out");
+        }
         nap();
       }
       shutdownWrite(fd);

@@ -259,12 +259,13 @@ Deno.test("remote: close() ends our stream first, so a corked server's status co
     { type: "module" },
   );
   const messages: Record<string, unknown>[] = [];
-  const received = () => new Promise<void>((r) => {
-    worker.onmessage = (e) => {
-      messages.push(e.data);
-      r();
-    };
-  });
+  const received = () =>
+    new Promise<void>((r) => {
+      worker.onmessage = (e) => {
+        messages.push(e.data);
+        r();
+      };
+    });
   const { dir, root } = images();
   try {
     await received();
