@@ -105,6 +105,7 @@ export {
   recvSome,
   resolveTcp,
   sendSome,
+  setRecvLowat,
   shutdownWrite,
   type TcpAddress,
   type TcpConnection,

@@ -25,6 +25,7 @@ const TCP_NODELAY = 1;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const SHUT_WR = 1;
+const SO_RCVLOWAT = 18;
 /** `EINPROGRESS` (not in {@linkcode E}): a non-blocking connect is under way. */
 const EINPROGRESS = 115;
 // struct addrinfo on x86_64: ai_flags@0, ai_family@4, ai_socktype@8,
@@ -251,4 +252,25 @@ export function recvSome(fd: number, into: Uint8Array): number | null {
  */
 export function shutdownWrite(fd: number): void {
   check(libc().shutdown(fd, SHUT_WR), "shutdown");
+}
+
+const lowatValue = new Int32Array(1);
+
+/**
+ * `setsockopt(SO_RCVLOWAT)`: epoll reports the socket readable only once
+ * `bytes` are queued (or at the end of the stream, or on an error). The
+ * kernel caps it at half the receive buffer. Throws SysError.
+ */
+export function setRecvLowat(fd: number, bytes: number): void {
+  lowatValue[0] = bytes;
+  check(
+    libc().setsockopt(
+      fd,
+      SOL_SOCKET,
+      SO_RCVLOWAT,
+      new Uint8Array(lowatValue.buffer),
+      4,
+    ),
+    "setsockopt(SO_RCVLOWAT)",
+  );
 }

@@ -28,6 +28,7 @@ import {
   type PageBuffer,
   recvSome,
   sendSome,
+  setRecvLowat,
   shutdownWrite,
 } from "../../ffi/mod.ts";
 import {
@@ -55,6 +56,14 @@ export const PS = {
 } as const;
 
 const HEADER = 24;
+
+/**
+ * Most bytes to let queue up before the loop is woken for them. Each
+ * wake-up of the uffd thread is a context switch on a machine whose other
+ * core runs the restored process; reading a reply in pieces of at least
+ * this size (when that many are sure to come) cuts them by the same factor.
+ */
+const LOWAT_MAX = 128 * 1024;
 
 /** The page server failed or broke the protocol; names the peer. */
 export class SourceError extends Error {}
@@ -92,6 +101,11 @@ interface Transport {
    * up at `deadline` (a Date.now() value).
    */
   finish(deadline: number): void;
+  /**
+   * Wake the loop only once `bytes` are queued (SO_RCVLOWAT), where the
+   * bytes on the socket are the payload's (not with TLS).
+   */
+  lowat?(bytes: number): void;
   /** Frees what the transport holds; never closes the fd. */
   dispose(): void;
 }
@@ -101,6 +115,7 @@ function plain(fd: number): Transport {
     send: (d) => sendSome(fd, d),
     recv: (b) => recvSome(fd, b),
     finish: () => shutdownWrite(fd),
+    lowat: (bytes) => setRecvLowat(fd, bytes),
     dispose: () => {},
   };
 }
@@ -183,6 +198,7 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
   readonly #head = new Uint8Array(HEADER);
   #headGot = 0;
   #backgroundBytes = 0;
+  #lowat = 1;
   #closed = false;
   readonly #pool = new Map<number, PageBuffer[]>();
   #requests = 0;
@@ -312,7 +328,39 @@ export class RemoteSource<T = unknown> implements PageSource<T> {
         },
       });
     }
+    this.#tuneLowat();
     return done;
+  }
+
+  /**
+   * Sets the socket's low-water mark to the bytes that are certain to
+   * come: the rest of the reply being read, and for every other
+   * outstanding request a header and one page (replies may be short, but
+   * never empty). Never more, so the loop is never left waiting for bytes
+   * that will not arrive; the end of the stream wakes it regardless.
+   */
+  #tuneLowat(): void {
+    if (!this.#io.lowat) return;
+    let sure = 0;
+    for (let i = 0; i < this.#queue.length && sure < LOWAT_MAX; i++) {
+      if (i > 0) sure += HEADER + PAGE_SIZE;
+      else if (this.#headGot < HEADER) {
+        sure += HEADER - this.#headGot + PAGE_SIZE;
+      } else {
+        const o = this.#queue[0];
+        sure += o.replyPages * PAGE_SIZE - o.got;
+      }
+    }
+    const want = Math.max(1, Math.min(LOWAT_MAX, sure));
+    if (want === this.#lowat) return;
+    try {
+      this.#io.lowat(want);
+      this.#lowat = want;
+    } catch (e) {
+      throw new SourceError(
+        `page server ${this.peer}: ${(e as Error).message}`,
+      );
+    }
   }
 
   /** Requests and pages asked for and received, for the statistics. */

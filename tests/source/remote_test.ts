@@ -14,6 +14,7 @@ import {
   readStamp,
   writeImageDir,
 } from "../../src/images/mod.ts";
+import { Epoll, EPOLLIN } from "../../ffi/mod.ts";
 import {
   LocalSource,
   RemoteSource,
@@ -221,6 +222,37 @@ Deno.test("remote: PE_LAZY|PE_PARENT pages are read from the parent chain, not a
     assert.deepEqual(readStamp(chunk.bytes), { addr: BASE + 8 * P, tag: 5 });
     await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(s.seen, [], "nothing was sent to the server");
+  });
+});
+
+Deno.test("remote: a short reply still wakes epoll (the low-water mark never exceeds what must come)", async () => {
+  // The server answers every request with one page: epoll must report the
+  // socket readable for it although 8 pages were asked for.
+  await withClient((h) => answer(h, 1), async (c) => {
+    const ep = new Epoll();
+    try {
+      ep.add(c.fd, { events: EPOLLIN, token: 1 });
+      c.fetch({ pid: PID, image: BASE, len: 8 * P, urgent: true }, "a");
+      c.fetch({ pid: PID, image: BASE + 4 * P, len: 4 * P, urgent: true }, "b");
+      // Nothing arrived yet (the server runs on this thread): this sets
+      // the mark for what is still to come.
+      assert.deepEqual(c.onReady(), []);
+      const tags: string[] = [];
+      const end = Date.now() + 5000;
+      while (tags.length < 2) {
+        if (Date.now() > end) throw new Error(`epoll never fired; got ${tags}`);
+        await new Promise((r) => setTimeout(r, 5));
+        if (ep.wait(0).length === 0) continue;
+        for (const d of c.onReady()) {
+          tags.push(d.tag);
+          assert.equal(d.chunk.bytes.byteLength, P);
+          d.chunk.release();
+        }
+      }
+      assert.deepEqual(tags, ["a", "b"]);
+    } finally {
+      ep.close();
+    }
   });
 });
 
