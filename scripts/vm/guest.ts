@@ -420,7 +420,7 @@ function guestScript(env: Record<string, string>): string {
   ).join("\n");
   return `#!/bin/bash
 export PATH=${ROOT}/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/tmp/home TMPDIR=/tmp LAZYD_IN_VM=1
+export HOME=/tmp/home TMPDIR=/tmp LAZYD_IN_VM=1 DENO_NO_UPDATE_CHECK=1
 mkdir -p /tmp/home
 echo "LAZYD-VM: script start $(cut -d' ' -f1 /proc/uptime)"
 ip link set lo up

@@ -19,6 +19,13 @@ export const IN_CI = Deno.env.get("CI") === "true";
 /** The repository's root directory. */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
+// Every `deno run` of lazyd this harness starts (tests, benchmarks, the
+// QEMU guest) would otherwise look for a newer Deno in the background
+// some 400 ms after start: a DNS query to the outside world, and CPU
+// taken from the restore it is racing (in the emulated guest, a tenth of
+// a second of it). The compiled executable never checks.
+Deno.env.set("DENO_NO_UPDATE_CHECK", "1");
+
 /** Where `scripts/install_criu.sh` puts CRIU 4.1.1. */
 export const CRIU_PREFIX = Deno.env.get("LAZYD_CRIU_PREFIX") ??
   "/opt/lazyd/criu-4.1.1";
