@@ -12,7 +12,10 @@
  * 1. The project's workload (tests/e2e/workload.c) fills SIZE MiB in its own
  *    PID namespace and is dumped ONCE with `criu dump` (all pages in the
  *    images). Sequential access runs the workload with `-l` (first-touch
- *    latency recorded in page order), random access with `-r`.
+ *    latency recorded in page order), random access with `-r`; "idle"
+ *    sends the SIGUSR2 below only once the daemon exited, so the transfer
+ *    has the CPUs to itself (the pass figures are then those of memory
+ *    already in place).
  * 2. Each repetition runs both daemons, in alternating order (CRIU first in
  *    odd repetitions, lazyd first in even ones) so that neither always gets
  *    the warmer or the quieter slot. Each run:
@@ -74,7 +77,7 @@
  *
  * Usage (as root, CRIU 4.1.1 installed by scripts/install_criu.sh):
  *   deno task bench [--mode local,remote] [--sizes 256,1024]
- *     [--access seq,random] [--reps 3] [--lazyd "deno run -A mod.ts"]
+ *     [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
  *     [--extra "--fault-window 16"] [--variants "A;B"] [--keep]
  *
  * --mode picks local images, lazy migration or both (the default; local
@@ -115,17 +118,29 @@ import {
 import { runRemote } from "./bench/remote.ts";
 
 const USAGE = `usage: deno task bench [--mode local,remote] [--sizes 256,1024]
-  [--access seq,random] [--reps 3] [--lazyd "deno run -A mod.ts"]
+  [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
   [--extra "--fault-window 16"] [--variants "A;B"] [--keep]`;
 
 /** Where the pages come from: local images, or the source's page server. */
 type Mode = "local" | "remote";
 const MODES: Mode[] = ["local", "remote"];
 
-/** Access patterns and the workload flags that produce them. */
-const ACCESS: Record<string, { label: string; args: string[] }> = {
+/**
+ * Access patterns and the workload flags that produce them. "idle" leaves
+ * the restored process alone until the daemon is done (its pass comes
+ * after): the transfer alone, with nobody else wanting the CPUs.
+ */
+const ACCESS: Record<
+  string,
+  { label: string; args: string[]; passAfter?: boolean }
+> = {
   seq: { label: "sequential", args: ["-l"] },
   random: { label: "random", args: ["-r"] },
+  idle: {
+    label: "no (pass after the transfer)",
+    args: ["-l"],
+    passAfter: true,
+  },
 };
 
 type Key =
@@ -289,7 +304,9 @@ function parse(args: string[]): Options {
   const access = values.access.split(",");
   for (const a of access) {
     if (!(a in ACCESS)) {
-      throw new UsageError(`--access takes seq and/or random, not "${a}"`);
+      throw new UsageError(
+        `--access takes seq, random and/or idle, not "${a}"`,
+      );
     }
   }
   const reps = Number(values.reps);
@@ -610,6 +627,7 @@ async function benchRemoteConfig(
         ),
         sizeMiB,
         workloadArgs: ACCESS[access].args,
+        passAfter: ACCESS[access].passAfter,
         workloadExe,
         timeoutMs: 120_000 + 300 * sizeMiB,
       });
@@ -655,6 +673,7 @@ async function benchConfig(
         workloadExe,
         dumpLog,
         timeoutMs: 120_000 + 300 * sizeMiB,
+        passAfter: ACCESS[access].passAfter,
       });
       out.runs.push(r);
       console.log(runLine(r));

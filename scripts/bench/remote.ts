@@ -83,6 +83,8 @@ export interface RemoteRunOptions {
   sizeMiB: number;
   /** Workload flags (-l, -r). */
   workloadArgs: string[];
+  /** Signal the final pass only after the daemon exited. */
+  passAfter?: boolean;
   /** The workload's executable. */
   workloadExe: string;
   timeoutMs: number;
@@ -126,6 +128,7 @@ export async function runRemote(o: RemoteRunOptions): Promise<RunResult> {
       workloadExe: o.workloadExe,
       dumpLog,
       timeoutMs: o.timeoutMs,
+      passAfter: o.passAfter,
       remote: src,
     });
   } catch (e) {

@@ -192,6 +192,12 @@ export interface RunOptions {
   variant?: string;
   /** Remote mode: the page server the daemon fetches from. */
   remote?: RemoteSource;
+  /**
+   * Start the workload's pass only once the daemon exited (its transfer
+   * then has the machine to itself); the pass figures are then those of
+   * memory already in place.
+   */
+  passAfter?: boolean;
 }
 
 /** The source side of a remote run: a `criu dump --lazy-pages` serving. */
@@ -478,10 +484,20 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     restored = await restoreLazy(dir, { lazy });
     const restoreEnd = performance.now();
     const restoreS = (restoreEnd - t0) / 1000;
-    Deno.kill(restored, "SIGUSR2");
-    sampler = o.remote ? sampleRss(restored) : undefined;
-
     const deadline = { timeoutMs: o.timeoutMs };
+    if (o.passAfter) {
+      sampler = o.remote ? sampleRss(restored) : undefined;
+      await waitFor(
+        `${o.daemon} to exit`,
+        () => code() !== undefined,
+        deadline,
+      );
+      Deno.kill(restored, "SIGUSR2");
+    } else {
+      Deno.kill(restored, "SIGUSR2");
+      sampler = o.remote ? sampleRss(restored) : undefined;
+    }
+
     await waitFor("the restored workload's verdict", () => {
       const c = code();
       if (c !== undefined && c !== 0) {
