@@ -78,7 +78,7 @@
  * Usage (as root, CRIU 4.1.1 installed by scripts/install_criu.sh):
  *   deno task bench [--mode local,remote] [--sizes 256,1024]
  *     [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
- *     [--extra "--fault-window 16"] [--variants "A;B"] [--keep]
+ *     [--extra "--fault-window 16"] [--variants "A;B"] [--ceiling] [--keep]
  *
  * --mode picks local images, lazy migration or both (the default; local
  * first). --lazyd is the daemon command (a leading `deno` means the running
@@ -88,6 +88,12 @@
  * repetitions, each with its own extra arguments after --extra (variants
  * separated by ";", e.g. `--variants "--background-inflight 64;
  * --fault-window 64"`), reported one line each against the same CRIU runs.
+ * --ceiling (remote mode) also times scripts/bench/ceiling.c once per
+ * repetition: a C client that fetches every lazy page of a fresh lazy dump
+ * of the same workload (pipelined PS_IOV_GET, recv, UFFDIO_COPY into a
+ * region of its own) with nothing else running and no restore: the floor
+ * for the transfer on this machine, printed with each daemon's "restore
+ * end -> last page" as a multiple of it.
  * --keep leaves the scratch directory in place (debugging).
  *
  * @module
@@ -116,10 +122,11 @@ import {
   TIME,
 } from "./bench/run.ts";
 import { runRemote } from "./bench/remote.ts";
+import { type CeilingResult, runCeiling } from "./bench/ceiling.ts";
 
 const USAGE = `usage: deno task bench [--mode local,remote] [--sizes 256,1024]
   [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
-  [--extra "--fault-window 16"] [--variants "A;B"] [--keep]`;
+  [--extra "--fault-window 16"] [--variants "A;B"] [--ceiling] [--keep]`;
 
 /** Where the pages come from: local images, or the source's page server. */
 type Mode = "local" | "remote";
@@ -259,6 +266,8 @@ interface Options {
   /** More lazyd configurations: label (as given) and extra arguments. */
   variants: { label: string; args: string[] }[];
   keep: boolean;
+  /** Remote mode: also time scripts/bench/ceiling.c, the transfer floor. */
+  ceiling: boolean;
 }
 
 /** A command-line mistake: printed without a stack, exit status 2. */
@@ -276,6 +285,7 @@ function parse(args: string[]): Options {
     extra: "",
     variants: "",
     keep: false,
+    ceiling: false,
   };
   for (let i = 0; i < args.length; i++) {
     const m = args[i].match(/^--([a-z]+)(?:=(.*))?$/s);
@@ -283,8 +293,8 @@ function parse(args: string[]): Options {
     if (!name || !(name in values)) {
       throw new UsageError(`unknown argument "${args[i]}"`);
     }
-    if (name === "keep") {
-      values.keep = true;
+    if (name === "keep" || name === "ceiling") {
+      values[name] = true;
       continue;
     }
     const v = m![2] ?? args[++i];
@@ -328,6 +338,7 @@ function parse(args: string[]): Options {
     extra: words(values.extra),
     variants,
     keep: values.keep,
+    ceiling: values.ceiling,
   };
 }
 
@@ -493,6 +504,8 @@ interface ConfigResult {
   summary?: Row[];
   /** Per lazyd variant: its medians and their ratios to CRIU's. */
   variants?: VariantRow[];
+  /** Remote mode with --ceiling: the C reference client, once per rep. */
+  ceiling?: CeilingResult[];
 }
 
 /** One lazyd variant's medians, against the same CRIU runs. */
@@ -634,6 +647,18 @@ async function benchRemoteConfig(
       out.runs.push(r);
       console.log(runLine(r));
     }
+    if (o.ceiling) {
+      const r = await runCeiling({
+        scratch: join(scratch, `remote-${sizeMiB}-${access}-${rep}-ceiling`),
+        sizeMiB,
+        workloadArgs: ACCESS[access].args,
+      });
+      (out.ceiling ??= []).push(r);
+      console.log(
+        `  rep ${rep + 1} ceiling transfer ${r.transferS.toFixed(3)} s  ` +
+          `close ${r.closeS.toFixed(3)} s  (${r.pages} pages)`,
+      );
+    }
   }
   out.summary = summarize(sizeMiB, out.runs, REMOTE_METRICS);
   if (o.variants.length) out.variants = summarizeVariants(o, out.runs);
@@ -744,6 +769,22 @@ async function benchOne(
           } MiB, ` +
           `listening after ${i.startS.toFixed(3)} s`
         ).join("; "),
+    );
+  }
+  if (c.ceiling) {
+    const t = median(c.ceiling.map((x) => x.transferS));
+    const drain = (d: DaemonKind) =>
+      median(
+        c.runs.filter((r) => r.daemon === d && !r.variant).map((r) =>
+          r.lastPageS ?? NaN
+        ),
+      );
+    console.log(
+      `  ceiling (scripts/bench/ceiling.c: pipelined PS_IOV_GET, recv, ` +
+        `UFFDIO_COPY, nothing else running; no restore): all pages in ` +
+        `${t.toFixed(3)} s; restore end -> last page: criu ${
+          (drain("criu") / t).toFixed(2)
+        }x, lazyd ${(drain("lazyd") / t).toFixed(2)}x that`,
     );
   }
   const ref = c.reference;

@@ -168,27 +168,40 @@ export async function waitFor(
   }
 }
 
-let workloadBin: Promise<string> | undefined;
-
 /** Compiles tests/e2e/workload.c once per source version; returns the binary. */
 export function buildWorkload(): Promise<string> {
-  workloadBin ??= (async () => {
-    const src = join(ROOT, "tests", "e2e", "workload.c");
-    const text = Deno.readFileSync(src);
-    const hash = Array.from(
-      new Uint8Array(await crypto.subtle.digest("SHA-256", text)).slice(0, 8),
-    ).map((b) => b.toString(16).padStart(2, "0")).join("");
-    const dir = join(ROOT, ".cache");
-    Deno.mkdirSync(dir, { recursive: true });
-    const bin = join(dir, `workload-${hash}`);
-    if (!isExecutable(bin)) {
-      const tmp = `${bin}.${Deno.pid}`;
-      await runOk("gcc", ["-O2", "-Wall", "-pthread", "-o", tmp, src]);
-      Deno.renameSync(tmp, bin);
-    }
-    return bin;
-  })();
-  return workloadBin;
+  return buildC("tests/e2e/workload.c");
+}
+
+const builtC = new Map<string, Promise<string>>();
+
+/**
+ * Compiles a C program of the repository (`rel`, relative to its root)
+ * into `.cache/` once per source version; returns the binary's path.
+ */
+export function buildC(rel: string): Promise<string> {
+  let bin = builtC.get(rel);
+  if (!bin) {
+    bin = (async () => {
+      const src = join(ROOT, rel);
+      const text = Deno.readFileSync(src);
+      const hash = Array.from(
+        new Uint8Array(await crypto.subtle.digest("SHA-256", text)).slice(0, 8),
+      ).map((b) => b.toString(16).padStart(2, "0")).join("");
+      const dir = join(ROOT, ".cache");
+      Deno.mkdirSync(dir, { recursive: true });
+      const name = rel.split("/").pop()!.replace(/\.c$/, "");
+      const out = join(dir, `${name}-${hash}`);
+      if (!isExecutable(out)) {
+        const tmp = `${out}.${Deno.pid}`;
+        await runOk("gcc", ["-O2", "-Wall", "-pthread", "-o", tmp, src]);
+        Deno.renameSync(tmp, out);
+      }
+      return out;
+    })();
+    builtC.set(rel, bin);
+  }
+  return bin;
 }
 
 /**
