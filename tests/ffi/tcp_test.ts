@@ -2,13 +2,21 @@ import assert from "node:assert/strict";
 import {
   closeFd,
   E,
+  Epoll,
+  EPOLLIN,
   libc,
   readFd,
   SOCK_CLOEXEC,
   SysError,
   writeFd,
 } from "../../ffi/mod.ts";
-import { connectTcp, resolveTcp } from "../../ffi/tcp.ts";
+import {
+  connectTcp,
+  recvSome,
+  resolveTcp,
+  setRecvLowat,
+  shutdownWrite,
+} from "../../ffi/tcp.ts";
 
 Deno.test("tcp: connectTcp reaches IPv4 and IPv6 listeners, non-blocking", async () => {
   for (const hostname of ["127.0.0.1", "::1"]) {
@@ -118,5 +126,35 @@ Deno.test("tcp: connectTcp gives up after timeoutMs", () => {
   } finally {
     for (const fd of fds) closeFd(fd);
     closeFd(lfd);
+  }
+});
+
+Deno.test("tcp: shutdownWrite ends our stream and keeps the other direction; setRecvLowat holds back epoll", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { fd } = connectTcp("127.0.0.1", listener.addr.port);
+  const ep = new Epoll();
+  try {
+    const conn = await listener.accept();
+    shutdownWrite(fd);
+    assert.equal(await conn.read(new Uint8Array(8)), null, "the peer sees EOF");
+    setRecvLowat(fd, 100);
+    ep.add(fd, { events: EPOLLIN, token: 7 });
+    await conn.write(new Uint8Array(99));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(ep.wait(0), [], "99 bytes are below the mark");
+    await conn.write(new Uint8Array(1));
+    let ready: unknown[] = [];
+    const until = performance.now() + 5_000;
+    while (ready.length === 0 && performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 5));
+      ready = ep.wait(0);
+    }
+    assert.equal(ready.length, 1, "100 bytes reach it");
+    assert.equal(recvSome(fd, new Uint8Array(200)), 100);
+    conn.close();
+  } finally {
+    ep.close();
+    closeFd(fd);
+    listener.close();
   }
 });
