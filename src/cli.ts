@@ -11,6 +11,7 @@ import denoJson from "../deno.json" with { type: "json" };
 import {
   DEFAULT_BACKGROUND_INFLIGHT,
   DEFAULT_PAGER_OPTIONS,
+  DEFAULT_REMOTE_BACKGROUND_CHUNK,
   serve,
 } from "./daemon/mod.ts";
 import { formatReport, inspect } from "./inspect.ts";
@@ -50,9 +51,15 @@ Options of lazyd:
     DEFAULT_PAGER_OPTIONS.faultWindow / 4096
   })
       --background-chunk N
-                          pages per background copy (default ${
+                          pages per background copy or request (default ${
     DEFAULT_PAGER_OPTIONS.backgroundChunk / 4096
+  }; ${DEFAULT_REMOTE_BACKGROUND_CHUNK / 4096} with --page-server)
+      --background-inflight N
+                          with --page-server: background pages asked for and not
+                          yet received, at most (default ${
+    DEFAULT_BACKGROUND_INFLIGHT / 4096
   })
+      --no-background     move pages on faults only
 
 Exit status: 0 when every process got all its pages (or exited); 1 otherwise.
 A process whose pages cannot be delivered is killed, never left running on zeros.`;
@@ -197,7 +204,9 @@ async function daemon(args: string[]): Promise<number> {
       backgroundChunk: pages(
         "background-chunk",
         values["background-chunk"],
-        DEFAULT_PAGER_OPTIONS.backgroundChunk,
+        pageServer
+          ? DEFAULT_REMOTE_BACKGROUND_CHUNK
+          : DEFAULT_PAGER_OPTIONS.backgroundChunk,
       ),
     },
     pageServer,

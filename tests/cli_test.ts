@@ -86,8 +86,13 @@ Deno.test("cli: --help and -h, also after a subcommand", async () => {
         "--stats-file",
         "--fault-window",
         "--background-chunk",
+        "--background-inflight",
+        "--no-background",
+        "--page-server",
+        "--tls-no-cn-verify",
       ]
     ) assert.ok(r.stdout.includes(opt), `${opt} documented`);
+    assert.match(r.stdout, /default 512; 128 with --page-server/);
     assert.equal(r.stderr, "");
   }
 });
