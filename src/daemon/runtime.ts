@@ -11,16 +11,6 @@
  * chunks, so faults are always served first; with nothing pending it
  * blocks, so an idle daemon uses no CPU.
  *
- * With a page server, background requests start as soon as restore has
- * handed over the uffds, not at "restore finished": the network's round
- * trips and the first megabytes overlap the end of the restore. Those
- * replies are held, not copied, until the process's ranges are certainly
- * registered: restore sends the uffd before its restorer registers the
- * lazy VMAs, and a copy before that fails with ENOENT, which is also how
- * an unmapped range answers. Registration is certain at "restore
- * finished" and at the process's first uffd message (the restorer
- * registers all its ranges before the process runs).
- *
  * @module
  */
 import {
@@ -126,11 +116,6 @@ export interface Stats {
   restoreFinishedMs?: number;
   /** Milliseconds from start to exit. */
   totalMs: number;
-  /**
-   * Page server: background bytes asked for before restore finished (an
-   * upper bound: whole chunks are counted).
-   */
-  prefetchBytes?: number;
   processes: ProcessReport[];
   source?: ReturnType<PageSource["stats"]>;
 }
@@ -173,12 +158,6 @@ class Runtime {
   #remote?: RemoteSource<Pending>;
   #remoteOut = false;
   #retries: { pending: Pending; chunk: Chunk }[] = [];
-  /** Background replies that came before their process's ranges were registered. */
-  #held: { pending: Pending; chunk: Chunk }[] = [];
-  /** Processes known to have their lazy ranges registered. */
-  #registered = new WeakSet<LazyProcess>();
-  /** Background bytes asked for before restore finished (at most the in-flight budget). */
-  #prefetchBytes = 0;
   #conn = -1;
   #listen = -1;
   #peerPid = 0;
@@ -429,9 +408,9 @@ class Runtime {
 
   #loop(): void {
     while (this.#procs.some((p) => p.active) || !this.#finished) {
-      const background = this.#backgroundAllowed();
       const busy = this.#faults.size > 0 || this.#retries.length > 0 ||
-        (background && this.#source!.canFetch(false) &&
+        (this.#finished && this.#cfg.background &&
+          this.#source!.canFetch(false) &&
           this.#procs.some((p) => p.active && p.lazy.length > 0));
       // While a forked child's host pid is unknown, look again every 50 ms.
       const idle = this.#unbound.size > 0 ? 50 : -1;
@@ -441,7 +420,7 @@ class Runtime {
       if (this.#unbound.size > 0) this.#bindChildren();
       this.#retryCompletions();
       this.#serveFaults();
-      if (this.#faults.size === 0 && this.#backgroundAllowed()) {
+      if (this.#faults.size === 0 && this.#finished && this.#cfg.background) {
         this.#backgroundStep();
       }
       this.#updateRemoteInterest();
@@ -454,18 +433,6 @@ class Runtime {
       }
     }
     this.#report("finished");
-  }
-
-  /**
-   * Background transfer runs once restore has finished, and before that
-   * from a page server while the prefetch stays within the in-flight
-   * budget (its replies are held in memory until they can be copied).
-   */
-  #backgroundAllowed(): boolean {
-    if (!this.#cfg.background) return false;
-    if (this.#finished) return true;
-    return this.#remote !== undefined &&
-      this.#prefetchBytes < this.#cfg.backgroundInflight;
   }
 
   #dispatch(token: number, events: number): void {
@@ -528,7 +495,6 @@ class Runtime {
         throw new Fatal(`${p.label}: cannot read uffd messages: ${msg(e)}`);
       }
       if (msgs.length === 0) return;
-      this.#markRegistered(p);
       for (const m of msgs) {
         switch (m.kind) {
           case "pagefault": {
@@ -559,20 +525,8 @@ class Runtime {
     }
   }
 
-  /** `p`'s ranges are registered: its held replies can be copied now. */
-  #markRegistered(p: LazyProcess): void {
-    if (this.#registered.has(p)) return;
-    this.#registered.add(p);
-    const mine = this.#held.filter((h) => h.pending.p === p);
-    if (mine.length === 0) return;
-    this.#held = this.#held.filter((h) => h.pending.p !== p);
-    this.#retries.push(...mine);
-  }
-
   #onFork(parent: LazyProcess, ufd: number): void {
     const child = this.#pager!.fork(parent, ufd);
-    // A forked child's uffd inherits its parent's registrations.
-    this.#registered.add(child);
     this.#watch(child);
     // The kernel reports the fork from inside fork(), before the child is
     // visible in /proc: its host pid is looked up in the next turns.
@@ -642,9 +596,6 @@ class Runtime {
         this.#rr = (this.#rr + k + 1) % n;
         const outcome = this.#pager!.background(p);
         if (outcome !== "retry") this.#settle(p, outcome);
-        if (!this.#finished) {
-          this.#prefetchBytes += this.#cfg.pager.backgroundChunk;
-        }
         sent = true;
       }
       if (!sent || this.#remote === undefined) return;
@@ -664,10 +615,6 @@ class Runtime {
 
   #complete(pending: Pending, chunk: Chunk): void {
     const { p } = pending;
-    if (pending.req.background && !this.#registered.has(p)) {
-      this.#held.push({ pending, chunk });
-      return;
-    }
     const outcome = this.#pager!.complete(pending, chunk);
     // An event is being delivered: read it first (next turn), then copy
     // the same data to wherever the pages are by then.
@@ -745,7 +692,6 @@ class Runtime {
         this.#finished = true;
         this.#finishedMs = now() - this.#t0;
         this.#log.info("restore finished; pushing the remaining pages");
-        for (const p of this.#procs) this.#markRegistered(p);
       }
     }
     if (events & EPOLLHUP && this.#conn >= 0 && !this.#finished) {
@@ -860,7 +806,6 @@ class Runtime {
       connectedMs: this.#connectedMs,
       restoreFinishedMs: this.#finishedMs,
       totalMs: now() - this.#t0,
-      prefetchBytes: this.#remote ? this.#prefetchBytes : undefined,
       processes: this.#procs.map((p) => ({
         label: p.label,
         imagePid: p.imagePid,

@@ -104,7 +104,6 @@ interface Result {
 async function session(
   images: SyntheticDir | ((dir: string) => void),
   play: (r: Restore, dir: string) => void | Promise<void>,
-  options: { args?: string[] } = {},
 ): Promise<Result> {
   return await withTemp("runtime", async (dir) => {
     if (typeof images === "function") images(dir);
@@ -115,7 +114,6 @@ async function session(
       "lazyd.log",
       "--stats-file",
       "stats.json",
-      ...(options.args ?? []),
     ]);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const r = new Restore(await connectRestore(dir));
@@ -373,122 +371,6 @@ Deno.test("runtime: a whole session: a fault from another thread, then the backg
   } finally {
     if (!sent) closeQuietly(uffd);
     worker.terminate();
-    region.free();
-  }
-});
-
-/**
- * A page server on this thread: answers each PS_IOV_GET with pages stamped
- * with their address and `tag`, PS_IOV_CLOSE with status 0; counts GETs.
- */
-function stampingServer(tag: number) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let gets = 0;
-  const done = (async () => {
-    const conn = await listener.accept();
-    const head = new Uint8Array(24);
-    try {
-      for (;;) {
-        let got = 0;
-        while (got < 24) {
-          const n = await conn.read(head.subarray(got));
-          if (n === null) return;
-          got += n;
-        }
-        const v = new DataView(head.buffer);
-        const cmd = v.getUint32(0, true);
-        if (cmd === 0x1023) {
-          await conn.write(new Uint8Array(4));
-          continue; // lazyd half-closes; the next read sees the end
-        }
-        gets++;
-        const pages = v.getUint32(4, true);
-        const vaddr = Number(v.getBigUint64(8, true));
-        const out = new Uint8Array(24 + pages * P);
-        const o = new DataView(out.buffer);
-        o.setUint32(0, 0x00040006, true);
-        o.setUint32(4, pages, true);
-        o.setBigUint64(8, BigInt(vaddr), true);
-        o.setBigUint64(16, v.getBigUint64(16, true), true);
-        for (let i = 0; i < pages; i++) {
-          o.setBigUint64(24 + i * P, BigInt(vaddr + i * P), true);
-          out[24 + i * P + 8] = tag;
-        }
-        await conn.write(out);
-      }
-    } finally {
-      conn.close();
-      listener.close();
-    }
-  })();
-  return { port: listener.addr.port, gets: () => gets, done };
-}
-
-Deno.test("runtime: with a page server, background requests start before 'restore finished' and are copied once the ranges are registered", async () => {
-  // As CRIU does: restore hands over the uffd BEFORE its restorer
-  // registers the lazy VMAs. A copy made then would fail (ENOENT, read as
-  // "unmapped") and the pages would be lost; lazyd must hold the replies.
-  const PAGES = 24;
-  const TAG = 0x3c;
-  const region = allocPages(PAGES * P);
-  const uffd = newUffd();
-  const server = stampingServer(TAG);
-  let sent = false;
-  try {
-    uffdApi(uffd, { features: 0 });
-    const a = region.address;
-    let getsBeforeFinish = 0;
-    const res = await session((dir) =>
-      writeImageDir(dir, {
-        processes: [{
-          pid: LIVE,
-          vmas: [{ start: a, end: a + PAGES * P }],
-          pagemap: [{ vaddr: a, nrPages: PAGES, flags: PE_LAZY }],
-        }],
-      }), async (r) => {
-      r.pid(LIVE);
-      r.uffd(uffd);
-      sent = true;
-      // The prefetch reaches the server and its reply comes back while
-      // nothing is registered yet.
-      await waitFor(
-        "a request before 'restore finished'",
-        () => server.gets() > 0,
-        { timeoutMs: 10_000 },
-      );
-      await new Promise((ok) => setTimeout(ok, 100));
-      uffdRegister(uffd, { start: a, len: PAGES * P });
-      closeQuietly(uffd);
-      getsBeforeFinish = server.gets();
-      r.finish();
-    }, {
-      args: [
-        "--page-server",
-        "--address",
-        "127.0.0.1",
-        "--port",
-        `${server.port}`,
-      ],
-    });
-    await server.done;
-    assert.equal(res.code, 0, res.log);
-    assert.deepEqual(errors(res.log), []);
-    assert.ok(getsBeforeFinish > 0);
-    assert.ok(res.stats.prefetchBytes! > 0);
-    const [p] = res.stats.processes;
-    assert.equal(p.end, "complete");
-    assert.equal(p.counters.copiedPages, PAGES);
-    assert.equal(p.counters.zeroPages, 0);
-    assert.equal(res.stats.source!.remotePagesReceived, PAGES, "asked once");
-    for (let i = 0; i < PAGES; i++) {
-      assert.deepEqual(
-        readStamp(region.bytes.subarray(i * P, (i + 1) * P)),
-        { addr: a + i * P, tag: TAG },
-        `page ${i}`,
-      );
-    }
-  } finally {
-    if (!sent) closeQuietly(uffd);
     region.free();
   }
 });
