@@ -17,21 +17,21 @@ export { DEFAULT_PAGER_OPTIONS, type PagerOptions } from "./pager.ts";
 /**
  * Background bytes asked for and not yet received, in page-server mode:
  * enough that CRIU's server always has the next request at hand (it serves
- * one at a time and idles between them), little enough that a fault's
- * reply, queued behind them on the one TCP stream, is not held up for long
- * (8 MiB: about 5 ms at this machine's loopback speed).
- * `deno task bench --mode remote --access idle,random --variants` measured
- * 4, 8 and 16 MiB: 8 was as fast as 16, with fault latencies unchanged.
+ * one at a time and idles between them), and no more than CRIU's own
+ * daemon can put ahead of a fault's reply on the one TCP stream (its 4 MiB
+ * background request). With 512 KiB requests, 2, 4, 8 and 16 MiB moved a
+ * GiB equally fast here (`deno task bench --mode remote --access idle
+ * --variants "--background-inflight 512;..."`).
  */
-export const DEFAULT_BACKGROUND_INFLIGHT = 8 << 20;
+export const DEFAULT_BACKGROUND_INFLIGHT = 4 << 20;
 
 /**
  * Bytes per background request in page-server mode. A reply is received
  * whole, then copied in: at 512 KiB it is still in the cache when
  * UFFDIO_COPY reads it, where 2 MiB (the local-mode chunk) is not; smaller
- * requests also keep more of them in flight. Measured as above: 15% less
- * transfer time than 2 MiB, within 10% of a bare C client
- * (scripts/bench/ceiling.c).
+ * requests also keep more of them in flight. Measured with `deno task
+ * bench --mode remote --access idle --ceiling`: 15% less transfer time
+ * than 2 MiB, within 10-15% of a bare C client (scripts/bench/ceiling.c).
  */
 export const DEFAULT_REMOTE_BACKGROUND_CHUNK = 128 * 4096;
 export { RESTORE_FINISHED, type RuntimeConfig, type Stats } from "./runtime.ts";
