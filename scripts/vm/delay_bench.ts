@@ -12,6 +12,8 @@
  *
  * Usage: deno run -A scripts/vm/delay_bench.ts [--delays 5,20] [--size MiB]
  *        [--reps N] [--json] [--lazyd-args A,B,...]
+ * LAZYD_CMD, when set, is the lazyd command in the guest too (e.g. a built
+ * dist/lazyd, or `deno run` with other flags).
  *
  * Under TCG (no /dev/kvm) the guest is 10-50x slower than the host: compare
  * the two daemons with each other, not with numbers measured elsewhere.
@@ -66,9 +68,11 @@ if (import.meta.main) {
     String(reps),
     ...(lazydArgs ? ["--lazyd-args", `'${lazydArgs}'`] : []),
   ].join(" ");
+  const lazydCmd = Deno.env.get("LAZYD_CMD");
   const r = await runInGuest(script, {
     timeoutSec: 600 + delays.length * reps * size * 4,
     memMiB: Math.max(2048, size * 16),
+    env: lazydCmd ? { LAZYD_CMD: lazydCmd } : {},
   });
   const results = parseResults<DelayResult>(r.output);
   if (json) console.log(JSON.stringify({ vm: r, results }, null, 2));
