@@ -77,7 +77,7 @@
  *
  * Usage (as root, CRIU 4.1.1 installed by scripts/install_criu.sh):
  *   deno task bench [--mode local,remote] [--sizes 256,1024]
- *     [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
+ *     [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A --v8-flags=--no-lazy mod.ts"]
  *     [--extra "--fault-window 16"] [--variants "A;B"] [--ceiling] [--keep]
  *
  * --mode picks local images, lazy migration or both (the default; local
@@ -125,7 +125,7 @@ import { runRemote } from "./bench/remote.ts";
 import { type CeilingResult, runCeiling } from "./bench/ceiling.ts";
 
 const USAGE = `usage: deno task bench [--mode local,remote] [--sizes 256,1024]
-  [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A mod.ts"]
+  [--access seq,random,idle] [--reps 3] [--lazyd "deno run -A --v8-flags=--no-lazy mod.ts"]
   [--extra "--fault-window 16"] [--variants "A;B"] [--ceiling] [--keep]`;
 
 /** Where the pages come from: local images, or the source's page server. */
@@ -281,7 +281,7 @@ function parse(args: string[]): Options {
     sizes: "256,1024",
     access: "seq,random",
     reps: "3",
-    lazyd: "deno run -A mod.ts",
+    lazyd: "deno run -A --v8-flags=--no-lazy mod.ts",
     extra: "",
     variants: "",
     keep: false,

@@ -24,7 +24,12 @@
 import { dirname, join, relative, resolve } from "node:path";
 import { bundle } from "./build/bundle.ts";
 import { denortZipPath, findDenort } from "./build/denort.ts";
-import { LOAD_FLAGS, PERMISSIONS, RUN_ARGS } from "./build/permissions.ts";
+import {
+  LOAD_FLAGS,
+  PERMISSIONS,
+  RUN_ARGS,
+  V8_FLAGS,
+} from "./build/permissions.ts";
 import {
   assemble,
   buildLauncher,
@@ -239,7 +244,7 @@ async function compile(
     bundlePath: string;
   },
 ): Promise<BuildInfo | undefined> {
-  const flags = [...LOAD_FLAGS, ...PERMISSIONS];
+  const flags = [...LOAD_FLAGS, ...PERMISSIONS, ...V8_FLAGS];
   const tmp = `${a.out}.${Deno.pid}.compile`;
   a.say(
     `deno compile with ${a.denort ? a.denort.source : "a downloaded denort"}`,

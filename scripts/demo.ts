@@ -21,10 +21,10 @@ import {
   copyImages,
   dump,
   dumpLazy,
+  lazydCommand,
   type LazyDump,
   makeVethPair,
   restoreLazy,
-  ROOT,
   run,
   scratch,
   startDaemon,
@@ -42,7 +42,7 @@ const { values } = parseArgs({
   },
 });
 const size = Number(values.size);
-const lazyd = [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
+const lazyd = lazydCommand();
 const dir = scratch("demo");
 const step = (s: string) => console.log(`\n== ${s}`);
 let net: VethPair | undefined;

@@ -12,6 +12,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Stats } from "../../src/daemon/mod.ts";
+import { PERMISSIONS, V8_FLAGS } from "../../scripts/build/permissions.ts";
 
 /** True when running in CI, where missing prerequisites are failures. */
 export const IN_CI = Deno.env.get("CI") === "true";
@@ -602,12 +603,19 @@ export async function verifyRestored(
 
 /**
  * How the e2e tests run lazyd: `$LAZYD_CMD` (split on spaces, e.g. the
- * built `dist/lazyd`) or `deno run --allow-all mod.ts` from this checkout.
+ * built `dist/lazyd`) or `deno run --allow-all --v8-flags=--no-lazy mod.ts`
+ * from this checkout.
  */
 export function lazydCommand(): string[] {
   const cmd = Deno.env.get("LAZYD_CMD");
   if (cmd) return cmd.split(" ").filter(Boolean);
-  return [Deno.execPath(), "run", "--allow-all", join(ROOT, "mod.ts")];
+  return [
+    Deno.execPath(),
+    "run",
+    ...PERMISSIONS,
+    ...V8_FLAGS,
+    join(ROOT, "mod.ts"),
+  ];
 }
 
 /** What `lazyd --stats-file` writes. */
