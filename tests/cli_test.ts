@@ -13,7 +13,7 @@ import {
   writeImageDir,
 } from "../src/images/mod.ts";
 import {
-  closeQuietly,
+  closeAll,
   connectRestore,
   isSocket,
   serveDir,
@@ -266,7 +266,7 @@ async function logAt(tmp: string, name: string, args: string[]) {
   try {
     writeAll(fd, word(-11));
   } finally {
-    closeQuietly(fd);
+    closeAll(fd);
   }
   const r = await l.done;
   assert.equal(r.code, 1, `${args}: ${r.stderr}`);

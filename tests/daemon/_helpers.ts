@@ -6,16 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import {
-  closeFd,
-  connectUnix,
-  E,
-  O,
-  SysError,
-  UFFD_USER_MODE_ONLY,
-  userfaultfd,
-  writeFd,
-} from "../../ffi/mod.ts";
+import { connectUnix, E, SysError, writeFd } from "../../ffi/mod.ts";
 import { lazydCommand, waitFor } from "../e2e/env.ts";
 
 /** A fresh scratch directory, removed when `fn` settles. */
@@ -31,29 +22,7 @@ export async function withTemp<T>(
   }
 }
 
-/**
- * A non-blocking close-on-exec userfaultfd for this process, as the
- * restorer creates it (user-mode-only when unprivileged: these tests never
- * fault from kernel mode).
- */
-export function newUffd(): number {
-  try {
-    return userfaultfd(O.CLOEXEC | O.NONBLOCK);
-  } catch (e) {
-    if (!(e instanceof SysError) || e.errno !== E.EPERM) throw e;
-    return userfaultfd(O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY);
-  }
-}
-
-/** Closes every fd given, ignoring errors (for `finally` blocks). */
-export function closeQuietly(...fds: number[]): void {
-  for (const fd of fds) {
-    if (fd < 0) continue;
-    try {
-      closeFd(fd);
-    } catch { /* already closed */ }
-  }
-}
+export { closeAll, newUffd } from "../ffi/helpers.ts";
 
 /** The name lazyd (and CRIU) give the restore socket in the work directory. */
 export const SOCKET = "lazy-pages.socket";

@@ -49,7 +49,7 @@ import {
   type SourceStats,
 } from "../../src/source/mod.ts";
 import type { Command } from "../ffi/fault_worker.ts";
-import { closeQuietly, newUffd } from "./_helpers.ts";
+import { closeAll, newUffd } from "./_helpers.ts";
 
 const P = PAGE_SIZE;
 /** Dump-time address of the synthetic process's lazy VMA (not ours). */
@@ -159,7 +159,7 @@ async function withFixture(
     });
   } finally {
     // Closing the uffd first: nothing can block on the region any more.
-    closeQuietly(fd);
+    closeAll(fd);
     region.free();
     source.close();
     Deno.removeSync(tmp, { recursive: true });
@@ -581,7 +581,7 @@ Deno.test("pager: a fault from another thread, and EAGAIN (retry) while a REMOVE
         assert.ok(isZero(f.page(7)), "removed and unregistered: zeros");
         assert.deepEqual(readMessages(f.fd), []);
       } finally {
-        closeQuietly(f.fd); // releases a worker still blocked
+        closeAll(f.fd); // releases a worker still blocked
         ep.close();
         worker.terminate();
       }

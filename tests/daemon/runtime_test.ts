@@ -30,7 +30,7 @@ import {
 import { type LazydStats, waitFor } from "../e2e/env.ts";
 import type { Command } from "../ffi/fault_worker.ts";
 import {
-  closeQuietly,
+  closeAll,
   connectRestore,
   isSocket,
   newUffd,
@@ -77,7 +77,7 @@ class Restore {
   }
   /** Hangs up (idempotent). */
   close(): void {
-    if (this.#fd >= 0) closeQuietly(this.#fd);
+    if (this.#fd >= 0) closeAll(this.#fd);
     this.#fd = -1;
   }
 }
@@ -180,7 +180,7 @@ Deno.test("runtime: a zombie and a live process without lazy pages, then 'restor
     assert.match(res.log, /restore finished/);
     assert.match(res.log, /10-\d+: complete: UFFD transferred pages: \(0\/0\)/);
   } finally {
-    closeQuietly(uffd);
+    closeAll(uffd);
   }
 });
 
@@ -241,7 +241,7 @@ Deno.test("runtime: a uffd for a pid without memory images is refused", async ()
       /^restore sent a uffd for pid 11, which has no pagemap in the images$/,
     );
   } finally {
-    closeQuietly(uffd);
+    closeAll(uffd);
   }
 });
 
@@ -267,7 +267,7 @@ Deno.test("runtime: a wrong finish word: 'unexpected word'", async () => {
       /the daemon stopped before delivering its pages/,
     );
   } finally {
-    closeQuietly(uffd);
+    closeAll(uffd);
   }
 });
 
@@ -286,7 +286,7 @@ Deno.test("runtime: hanging up after the records but before 'restore finished'",
       /^restore (closed the connection|hung up) before it finished/,
     );
   } finally {
-    closeQuietly(uffd);
+    closeAll(uffd);
   }
 });
 
@@ -340,7 +340,7 @@ Deno.test("runtime: a whole session: a fault from another thread, then the backg
       r.uffd(uffd);
       // lazyd holds its own copy now; once it exits the registration
       // ends with it, so nothing in this test can block for ever.
-      closeQuietly(uffd);
+      closeAll(uffd);
       sent = true;
       // A read of page 10 blocks until lazyd serves it: byte 8 of every
       // delivered page is the tag.
@@ -369,7 +369,7 @@ Deno.test("runtime: a whole session: a fault from another thread, then the backg
       );
     }
   } finally {
-    if (!sent) closeQuietly(uffd);
+    if (!sent) closeAll(uffd);
     worker.terminate();
     region.free();
   }
@@ -396,7 +396,7 @@ Deno.test("runtime: pages that cannot be read fail the process; lazyd exits 1", 
       Deno.truncateSync(join(dir, "pages-1.img"), 0);
       r.pid(LIVE);
       r.uffd(uffd);
-      closeQuietly(uffd);
+      closeAll(uffd);
       sent = true;
       r.finish();
     });
@@ -411,7 +411,7 @@ Deno.test("runtime: pages that cannot be read fail the process; lazyd exits 1", 
       /pages file too short.*its host pid is unknown, so it could not be killed/,
     );
   } finally {
-    if (!sent) closeQuietly(uffd);
+    if (!sent) closeAll(uffd);
     region.free();
   }
 });
@@ -437,7 +437,7 @@ Deno.test("runtime: SIGTERM while restore is connected but has not handed everyt
       });
       assert.equal((await lazyd.done).code, 1);
     } finally {
-      closeQuietly(fd);
+      closeAll(fd);
       await lazyd.stop();
     }
   });
