@@ -12,6 +12,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Stats } from "../../src/daemon/mod.ts";
+import { childrenOf } from "../../src/daemon/host_pid.ts";
 import { PERMISSIONS, V8_FLAGS } from "../../scripts/build/permissions.ts";
 
 /** True when running in CI, where missing prerequisites are failures. */
@@ -221,23 +222,6 @@ export function scratch(prefix: string): string {
   return Deno.makeTempDirSync({ prefix: `lazyd-${prefix}-` });
 }
 
-function children(pid: number): number[] {
-  const out: number[] = [];
-  let tasks: string[] = [];
-  try {
-    tasks = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
-  } catch {
-    return out;
-  }
-  for (const t of tasks) {
-    try {
-      const s = Deno.readTextFileSync(`/proc/${pid}/task/${t}/children`);
-      out.push(...s.trim().split(/\s+/).filter(Boolean).map(Number));
-    } catch { /* gone */ }
-  }
-  return out;
-}
-
 function exeOf(pid: number): string | undefined {
   try {
     return Deno.readLinkSync(`/proc/${pid}/exe`);
@@ -332,7 +316,7 @@ export async function startWorkload(
         pid = p;
         return true;
       }
-      todo.push(...children(p));
+      todo.push(...childrenOf(p));
     }
     return false;
   }, { timeoutMs: 10_000 });
