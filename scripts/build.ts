@@ -37,6 +37,7 @@ import {
   ensureBuildPackages,
   sha256,
 } from "./build/self_contained.ts";
+import { exists } from "./_util.ts";
 
 /** The repository root. */
 export const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
@@ -135,15 +136,6 @@ async function writeAtomic(
   await Deno.writeFile(tmp, data, { mode });
   await Deno.chmod(tmp, mode); // the umask may have narrowed it
   await Deno.rename(tmp, path);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function readInfo(path: string): BuildInfo | undefined {

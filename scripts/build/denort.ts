@@ -24,6 +24,7 @@
 
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
+import { exists } from "../_util.ts";
 
 /** A supplied runtime that cannot be used; the message says why. */
 export class DenortError extends Error {
@@ -250,15 +251,6 @@ export async function findDenort(
   Deno.writeFileSync(tmp, entry.data, { mode: 0o755 });
   Deno.renameSync(tmp, path);
   return { path, source: zip, bytes: entry.data };
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function readOrThrow(path: string, what: string): Promise<Uint8Array> {

@@ -19,6 +19,7 @@
 
 import { join } from "node:path";
 import { RUN_ARGS } from "./permissions.ts";
+import { exists } from "../_util.ts";
 
 /** Size of the trailer that launcher.c reads (struct trailer). */
 export const TRAILER_SIZE = 184;
@@ -64,15 +65,6 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
     );
   }
   return dec.decode(out.stdout);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function onPath(cmd: string): boolean {

@@ -32,6 +32,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run as sh, type RunResult } from "../../tests/e2e/env.ts";
+import { exists } from "../_util.ts";
 
 /** The repository's root directory. */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -77,15 +78,6 @@ async function shOk(
     );
   }
   return r;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function log(msg: string): void {
