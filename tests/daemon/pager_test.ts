@@ -48,7 +48,7 @@ import {
   type PageSource,
   type SourceStats,
 } from "../../src/source/mod.ts";
-import type { Command } from "../ffi/fault_worker.ts";
+import { FaultThread } from "../ffi/helpers.ts";
 import { closeAll, newUffd } from "./_helpers.ts";
 
 const P = PAGE_SIZE;
@@ -502,31 +502,7 @@ Deno.test("pager: a fault from another thread, and EAGAIN (retry) while a REMOVE
     { pages: 8, faultWindow: 2 * P, features: UFFD_FEATURE.EVENT_REMOVE },
     async (f) => {
       const ep = new Epoll();
-      const worker = new Worker(
-        new URL("../ffi/fault_worker.ts", import.meta.url),
-        { type: "module" },
-      );
-      const replies: ((v: number) => void)[] = [];
-      worker.onmessage = (e: MessageEvent<number>) => replies.shift()?.(e.data);
-      const run = async (c: Command) => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        try {
-          return await Promise.race([
-            new Promise<number>((resolve) => {
-              replies.push(resolve);
-              worker.postMessage(c);
-            }),
-            new Promise<never>((_, reject) => {
-              timer = setTimeout(
-                () => reject(new Error(`worker still blocked in ${c.op}`)),
-                10_000,
-              );
-            }),
-          ]);
-        } finally {
-          clearTimeout(timer);
-        }
-      };
+      const worker = new FaultThread({ timeoutMs: 10_000 });
       const next = () => {
         assert.deepEqual(ep.wait(10_000), [{ token: 1, events: EPOLLIN }]);
         return readMessages(f.fd);
@@ -537,7 +513,7 @@ Deno.test("pager: a fault from another thread, and EAGAIN (retry) while a REMOVE
 
         // The worker reads byte 8 of page 5 (the low byte of the tag) and
         // blocks; the pager answers the message like the daemon does.
-        let reply = run({ op: "read", address: f.at(5) + 8 });
+        let reply = worker.run({ op: "read", address: f.at(5) + 8 });
         const [m] = next();
         assert.equal(m.kind, "pagefault");
         assert.ok(m.kind === "pagefault");
@@ -549,7 +525,7 @@ Deno.test("pager: a fault from another thread, and EAGAIN (retry) while a REMOVE
 
         // madvise(DONTNEED) on page 7: the worker blocks until the REMOVE
         // event is read, and meanwhile every copy fails with EAGAIN.
-        reply = run({ op: "madvise", address: f.at(7), len: P });
+        reply = worker.run({ op: "madvise", address: f.at(7), len: P });
         assert.deepEqual(ep.wait(10_000), [{ token: 1, events: EPOLLIN }]);
         const before = owed(p);
         const outcome: Outcome = f.pager.fault(p, f.at(1));

@@ -28,7 +28,7 @@ import {
   writeImageDir,
 } from "../../src/images/mod.ts";
 import { type LazydStats, waitFor } from "../e2e/env.ts";
-import type { Command } from "../ffi/fault_worker.ts";
+import { FaultThread } from "../ffi/helpers.ts";
 import {
   closeAll,
   connectRestore,
@@ -299,26 +299,7 @@ Deno.test("runtime: a whole session: a fault from another thread, then the backg
   const region = allocPages(PAGES * P);
   const uffd = newUffd();
   let sent = false;
-  const worker = new Worker(
-    new URL("../ffi/fault_worker.ts", import.meta.url),
-    { type: "module" },
-  );
-  const replies: ((v: number) => void)[] = [];
-  worker.onmessage = (e: MessageEvent<number>) => replies.shift()?.(e.data);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const ask = (c: Command) =>
-    Promise.race([
-      new Promise<number>((resolve) => {
-        replies.push(resolve);
-        worker.postMessage(c);
-      }),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`worker still blocked in ${c.op}`)),
-          10_000,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
+  const worker = new FaultThread({ timeoutMs: 10_000 });
   try {
     // No events: this process may fork or unmap as it likes meanwhile.
     uffdApi(uffd, { features: 0 });
@@ -344,7 +325,10 @@ Deno.test("runtime: a whole session: a fault from another thread, then the backg
       sent = true;
       // A read of page 10 blocks until lazyd serves it: byte 8 of every
       // delivered page is the tag.
-      assert.equal(await ask({ op: "read", address: a + 10 * P + 8 }), TAG);
+      assert.equal(
+        await worker.run({ op: "read", address: a + 10 * P + 8 }),
+        TAG,
+      );
       r.finish();
     });
     assert.equal(res.code, 0, res.log);

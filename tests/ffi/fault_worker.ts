@@ -1,5 +1,5 @@
 /**
- * Worker for uffd_fault_test.ts: touches memory on a thread other than the
+ * The thread of FaultThread (helpers.ts): touches memory on a thread other than the
  * test's, so it can block in a userfaultfd fault (or in a non-cooperative
  * event) while the test thread answers. Each command is answered with a
  * message once the operation has returned.

@@ -17,8 +17,7 @@ import {
   uffdRegister,
   uffdZeropage,
 } from "../../ffi/mod.ts";
-import type { Command } from "./fault_worker.ts";
-import { closeAll, newUffd } from "./helpers.ts";
+import { closeAll, FaultThread, newUffd } from "./helpers.ts";
 
 const P = PAGE_SIZE;
 
@@ -28,32 +27,7 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
   const target = allocPages(P); // mremap destination (unregistered)
   const src = allocPages(P);
   const ep = new Epoll();
-  const worker = new Worker(new URL("./fault_worker.ts", import.meta.url), {
-    type: "module",
-  });
-  const replies: ((v: number) => void)[] = [];
-  worker.onmessage = (e: MessageEvent<number>) => replies.shift()?.(e.data);
-  // A command's reply, failing (instead of hanging the suite) if the worker
-  // stays blocked, e.g. on an event this test did not expect.
-  const run = async (c: Command) => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      return await Promise.race([
-        new Promise<number>((resolve) => {
-          replies.push(resolve);
-          worker.postMessage(c);
-        }),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`worker still blocked in ${c.op}`)),
-            5000,
-          );
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
+  const worker = new FaultThread({ timeoutMs: 5000 });
   const at = (page: number) => region.address + page * P;
   // The next batch of messages; the worker's thread is blocked until then.
   const next = () => {
@@ -74,7 +48,7 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
 
     // A read fault: no WRITE flag, and the address comes page aligned
     // (the kernel masks it unless UFFD_FEATURE_EXACT_ADDRESS is enabled).
-    let reply = run({ op: "read", address: at(0) + 100 });
+    let reply = worker.run({ op: "read", address: at(0) + 100 });
     assert.deepEqual(next(), [{ kind: "pagefault", address: at(0), flags: 0 }]);
     assert.deepEqual(uffdCopy(fd, { dst: at(0), src: src.address, len: P }), {
       copied: P,
@@ -84,7 +58,7 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
     assert.deepEqual(ep.wait(0), []);
 
     // A write fault carries UFFD_PAGEFAULT_FLAG_WRITE.
-    reply = run({ op: "write", address: at(1) + 8, value: 9 });
+    reply = worker.run({ op: "write", address: at(1) + 8, value: 9 });
     const [wf] = next();
     assert.equal(wf.kind, "pagefault");
     assert.ok(wf.kind === "pagefault" && wf.flags & UFFD_PAGEFAULT_FLAG.WRITE);
@@ -94,7 +68,7 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
 
     // madvise(DONTNEED) → REMOVE; the worker's madvise returns only after
     // the event was read.
-    reply = run({ op: "madvise", address: at(0), len: P });
+    reply = worker.run({ op: "madvise", address: at(0), len: P });
     assert.deepEqual(next(), [{
       kind: "remove",
       start: at(0),
@@ -105,7 +79,12 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
     // A moving mremap → REMAP (from, to, len), and only once that has been
     // read, a second event: UNMAP of the old range (the kernel unmaps the
     // old VMA after moving it). The worker is blocked until both are read.
-    reply = run({ op: "mremap", from: at(2), len: P, to: target.address });
+    reply = worker.run({
+      op: "mremap",
+      from: at(2),
+      len: P,
+      to: target.address,
+    });
     assert.deepEqual(next(), [
       { kind: "remap", from: at(2), to: target.address, len: P },
     ]);
@@ -113,7 +92,7 @@ Deno.test("uffd: faults and non-cooperative events from another thread", async (
     assert.equal(await reply, target.address);
 
     // munmap → UNMAP.
-    reply = run({ op: "munmap", address: at(3), len: P });
+    reply = worker.run({ op: "munmap", address: at(3), len: P });
     assert.deepEqual(next(), [{ kind: "unmap", start: at(3), end: at(3) + P }]);
     assert.equal(await reply, 0);
     assert.deepEqual(readMessages(fd), []);
