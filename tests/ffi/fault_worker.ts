@@ -1,7 +1,7 @@
 /**
- * The thread of FaultThread (helpers.ts): touches memory on a thread other than the
- * test's, so it can block in a userfaultfd fault (or in a non-cooperative
- * event) while the test thread answers. Each command is answered with a
+ * The thread behind FaultThread (helpers.ts): touches memory on a thread
+ * other than the test's, so it can block in a userfaultfd fault (or in a
+ * non-cooperative event) while the test thread answers. Each command is answered with a
  * message once the operation has returned.
  *
  * @module
