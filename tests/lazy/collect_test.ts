@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
-import { collectLazyRanges, PAGE_SIZE } from "../../src/lazy/mod.ts";
+import { collectLazyRanges } from "../../src/lazy/mod.ts";
+import { GiB, P } from "./_helpers.ts";
 
-const P = PAGE_SIZE;
-const GiB = 1024 * 1024 * 1024;
 const PE_PARENT = 1;
 const PE_LAZY = 2;
 const PE_PRESENT = 4;

@@ -5,15 +5,8 @@ import {
   dropInterval,
   type LazyRange,
   moveInterval,
-  PAGE_SIZE,
 } from "../../src/lazy/mod.ts";
-
-const P = PAGE_SIZE;
-const GiB = 1024 * 1024 * 1024;
-
-function r(start: number, end: number, image = start): LazyRange {
-  return { start, end, image };
-}
+import { GiB, P, r } from "./_helpers.ts";
 
 function sample(): LazyRange[] {
   return [r(0x1000, 0x5000), r(0x5000, 0x6000, 0x20000), r(0x8000, 0xc000)];

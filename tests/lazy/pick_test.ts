@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  faultWindow,
-  type LazyRange,
-  nextChunk,
-  PAGE_SIZE,
-} from "../../src/lazy/mod.ts";
-
-const P = PAGE_SIZE;
-const GiB = 1024 * 1024 * 1024;
-
-function r(start: number, end: number, image = start): LazyRange {
-  return { start, end, image };
-}
+import { faultWindow, nextChunk } from "../../src/lazy/mod.ts";
+import { GiB, P, r } from "./_helpers.ts";
 
 const LIST = [r(0x10000, 0x20000, 0x70000), r(0x30000, 0x31000)];
 const ONE_PAGE = { before: 0, after: P };

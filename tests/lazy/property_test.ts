@@ -18,11 +18,9 @@ import {
   mergeLists,
   moveInterval,
   nextChunk,
-  PAGE_SIZE,
 } from "../../src/lazy/mod.ts";
+import { GiB, P } from "./_helpers.ts";
 
-const P = PAGE_SIZE;
-const GiB = 1024 * 1024 * 1024;
 const UNITS = 256; // size of the address space used, in units
 const OPS = 1000; // operations per scenario
 

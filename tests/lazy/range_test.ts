@@ -6,15 +6,8 @@ import {
   findRange,
   type LazyRange,
   mergeLists,
-  PAGE_SIZE,
 } from "../../src/lazy/mod.ts";
-
-const P = PAGE_SIZE;
-const GiB = 1024 * 1024 * 1024;
-
-function r(start: number, end: number, image = start): LazyRange {
-  return { start, end, image };
-}
+import { GiB, P, r } from "./_helpers.ts";
 
 const LIST = [r(0x1000, 0x3000), r(0x3000, 0x4000, 0x9000), r(0x8000, 0xa000)];
 
