@@ -15,6 +15,8 @@ import {
   e2eTest,
   freePort,
   lazydCommand,
+  type LazydStats,
+  type LazyDump,
   makeVethPair,
   type Need,
   restoreLazy,
@@ -27,6 +29,7 @@ import {
   verifyRestored,
   waitFor,
   waitGone,
+  type Workload,
 } from "./env.ts";
 
 const NEEDS: Need[] = ["root", "criu", "gcc", "uffd"];
@@ -53,6 +56,44 @@ function ps(port: number, address = "127.0.0.1"): string[] {
   return ["--page-server", "--address", address, "--port", String(port)];
 }
 
+/**
+ * The migration most of these tests make: the images of `src` (a lazy
+ * dump of `w` serving from `dir`/src) copied to `dir`/dst, lazyd there with
+ * `args`, restore, every word verified, lazyd exiting 0, `check` on its
+ * stats and log, then the source's dump exiting 0 once the session is
+ * closed. On success `dir` is removed; on failure it is kept (and named)
+ * and the dump stopped.
+ */
+async function migrate(
+  w: Workload,
+  src: LazyDump,
+  o: {
+    dir: string;
+    args: string[];
+    check?: (r: { stats: LazydStats; log: string }) => void;
+  },
+): Promise<void> {
+  const dst = join(o.dir, "dst");
+  try {
+    await copyImages(join(o.dir, "src"), dst);
+    const d = await startLazyd(dst, o.args);
+    const pid = await restoreLazy(dst);
+    await verifyRestored(w, pid);
+    assert.equal((await d.result).code, 0, tail(join(dst, "lazyd.log")));
+    o.check?.({
+      stats: d.stats(),
+      log: Deno.readTextFileSync(join(dst, "lazyd.log")),
+    });
+    const st = await src.result;
+    assert.equal(st.code, 0, tail(join(o.dir, "src", "dump.log")));
+    Deno.removeSync(o.dir, { recursive: true });
+  } catch (e) {
+    console.error(`kept ${o.dir}`);
+    await src.stop();
+    throw e;
+  }
+}
+
 e2eTest(
   "criu dump --lazy-pages over loopback: every lazy page comes over the network",
   {
@@ -65,31 +106,20 @@ e2eTest(
       args: ["-c", "1", "-z"],
     });
     const src = await dumpLazy(w, join(dir, "src"));
-    try {
-      await copyImages(join(dir, "src"), join(dir, "dst"));
-      const d = await startLazyd(join(dir, "dst"), ps(src.port));
-      const pid = await restoreLazy(join(dir, "dst"));
-      await verifyRestored(w, pid);
-      const r = await d.result;
-      assert.equal(r.code, 0, tail(join(dir, "dst", "lazyd.log")));
-      const stats = d.stats();
-      const total = stats.processes.reduce(
-        (a, p) => a + p.counters.totalPages,
-        0,
-      );
-      assert.equal(stats.processes.length, 2);
-      assert.equal(stats.source!.kind, "remote");
-      assert.equal(stats.source!.remotePagesReceived, total);
-      assert.deepEqual(stats.source!.bytesByFile, {}, "nothing read locally");
-      // The source's dump ends cleanly once lazyd closed the session.
-      const st = await src.result;
-      assert.equal(st.code, 0, tail(join(dir, "src", "dump.log")));
-      Deno.removeSync(dir, { recursive: true });
-    } catch (e) {
-      console.error(`kept ${dir}`);
-      await src.stop();
-      throw e;
-    }
+    await migrate(w, src, {
+      dir,
+      args: ps(src.port),
+      check: ({ stats }) => {
+        const total = stats.processes.reduce(
+          (a, p) => a + p.counters.totalPages,
+          0,
+        );
+        assert.equal(stats.processes.length, 2);
+        assert.equal(stats.source!.kind, "remote");
+        assert.equal(stats.source!.remotePagesReceived, total);
+        assert.deepEqual(stats.source!.bytesByFile, {}, "nothing read locally");
+      },
+    });
   },
 );
 
@@ -105,39 +135,23 @@ e2eTest(
       args: ["-e", "-t", "2"],
     });
     const src = await dumpLazy(w, join(dir, "src"));
-    try {
-      await copyImages(join(dir, "src"), join(dir, "dst"));
-      // Pages move on faults only, so every event meets lazy memory, and
-      // lazyd finishes when the processes exit.
-      const d = await startLazyd(join(dir, "dst"), [
-        ...ps(src.port),
-        "--no-background",
-      ]);
-      const pid = await restoreLazy(join(dir, "dst"));
-      await verifyRestored(w, pid);
-      assert.equal(
-        (await d.result).code,
-        0,
-        tail(join(dir, "dst", "lazyd.log")),
-      );
-      const log = Deno.readTextFileSync(join(dir, "dst", "lazyd.log"));
-      for (const ev of ["FORK", "REMAP", "REMOVE", "UNMAP"]) {
-        assert.match(log, new RegExp(`: ${ev}: `), `lazyd saw ${ev}`);
-      }
-      const stats = d.stats();
-      assert.equal(stats.processes.length, 2, "the process and its fork");
-      assert.ok(stats.processes.every((p) => p.end === "exited"));
-      assert.ok(
-        stats.processes[0].counters.droppedPages > 0,
-        "removed and unmapped lazy pages were dropped, not fetched",
-      );
-      await src.result;
-      Deno.removeSync(dir, { recursive: true });
-    } catch (e) {
-      console.error(`kept ${dir}`);
-      await src.stop();
-      throw e;
-    }
+    // Pages move on faults only, so every event meets lazy memory, and
+    // lazyd finishes when the processes exit.
+    await migrate(w, src, {
+      dir,
+      args: [...ps(src.port), "--no-background"],
+      check: ({ stats, log }) => {
+        for (const ev of ["FORK", "REMAP", "REMOVE", "UNMAP"]) {
+          assert.match(log, new RegExp(`: ${ev}: `), `lazyd saw ${ev}`);
+        }
+        assert.equal(stats.processes.length, 2, "the process and its fork");
+        assert.ok(stats.processes.every((p) => p.end === "exited"));
+        assert.ok(
+          stats.processes[0].counters.droppedPages > 0,
+          "removed and unmapped lazy pages were dropped, not fetched",
+        );
+      },
+    });
   },
 );
 
@@ -318,9 +332,9 @@ e2eTest(
     const src = await dumpLazy(w, join(dir, "src"), {
       extra: tlsServer(pki),
     });
-    try {
-      await copyImages(join(dir, "src"), join(dir, "dst"));
-      const d = await startLazyd(join(dir, "dst"), [
+    await migrate(w, src, {
+      dir,
+      args: [
         ...ps(src.port),
         "--tls",
         "--tls-cacert",
@@ -329,30 +343,13 @@ e2eTest(
         pki.client,
         "--tls-key",
         pki.clientKey,
-      ]);
-      const pid = await restoreLazy(join(dir, "dst"));
-      await verifyRestored(w, pid);
-      assert.equal(
-        (await d.result).code,
-        0,
-        tail(join(dir, "dst", "lazyd.log")),
-      );
-      const stats = d.stats();
-      assert.equal(
-        stats.source!.remotePagesReceived,
-        stats.processes[0].counters.totalPages,
-      );
-      assert.equal(
-        (await src.result).code,
-        0,
-        tail(join(dir, "src", "dump.log")),
-      );
-      Deno.removeSync(dir, { recursive: true });
-    } catch (e) {
-      console.error(`kept ${dir}`);
-      await src.stop();
-      throw e;
-    }
+      ],
+      check: ({ stats }) =>
+        assert.equal(
+          stats.source!.remotePagesReceived,
+          stats.processes[0].counters.totalPages,
+        ),
+    });
   },
 );
 
